@@ -1,0 +1,64 @@
+"""Write fresh secrets to .env, render the process files and drop files of options not chosen."""
+
+import importlib.util
+import secrets
+import shutil
+import string
+import sys
+from pathlib import Path
+
+PROJECT = Path.cwd()
+SLUG = "{{ cookiecutter.project_slug }}"
+KUBERNETES = "{{ cookiecutter.kubernetes_manifests }}" == "y"
+
+
+def token(length: int) -> str:
+    """Return a random string of letters and digits."""
+    alphabet = string.ascii_letters + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(length))
+
+
+def write_env() -> None:
+    """Write .env from .env.example with every secret filled in; never overwrite one."""
+    path = PROJECT / ".env"
+    if path.exists():
+        return
+    values = {
+        "DJANGO_SECRET_KEY": token(64),
+        "FLOWER_USER": "flower",
+        "FLOWER_PASSWORD": token(32),
+        "MINIO_ROOT_USER": "minio" + token(8).lower(),
+        "MINIO_ROOT_PASSWORD": token(32),
+    }
+    lines = []
+    for line in (PROJECT / ".env.example").read_text().splitlines():
+        name = line.split("=", 1)[0]
+        lines.append(f"{name}={values[name]}" if name in values and line.endswith("=") else line)
+    path.write_text("\n".join(lines) + "\n")
+    path.chmod(0o600)
+
+
+def render_process_files() -> None:
+    """Render Procfile, compose.yaml (and Kubernetes manifests) from the pool registry."""
+    package = PROJECT / SLUG
+    sys.path.insert(0, str(package))
+    try:
+        spec = importlib.util.spec_from_file_location("procfiles", package / "procfiles.py")
+        assert spec and spec.loader
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        module.write_all(PROJECT)
+    finally:
+        sys.path.remove(str(package))
+        sys.modules.pop("pools", None)
+
+
+def drop_unchosen() -> None:
+    """Remove the files of options that were not chosen."""
+    if not KUBERNETES:
+        shutil.rmtree(PROJECT / "k8s", ignore_errors=True)
+
+
+drop_unchosen()
+write_env()
+render_process_files()

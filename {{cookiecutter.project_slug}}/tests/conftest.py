@@ -1,0 +1,153 @@
+"""Fixtures that start real services on loopback and real Celery workers against them."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from django.db import connection
+
+from {{ cookiecutter.project_slug }} import heartbeat, pools
+from {{ cookiecutter.project_slug }}.celery import app as celery_app
+
+from .services import (
+    PACKAGE,
+    Process,
+    ServiceUnavailableError,
+    postgres_server,
+    redis_server,
+    s3_server,
+    unavailable,
+    wait_until,
+)
+
+#: TEST_DATABASE=sqlite runs the suite on SQLite, the embedded default, instead of PostgreSQL.
+USE_SQLITE = os.environ.get("TEST_DATABASE", "postgres") == "sqlite"
+
+
+@contextlib.contextmanager
+def _service(env_name: str, starter: Callable[[Path], Any], workdir: Path) -> Iterator[str]:
+    url = os.environ.get(env_name)
+    if url:
+        yield url
+        return
+    try:
+        with starter(workdir) as started:
+            yield started
+    except ServiceUnavailableError as exc:
+        unavailable(f"{exc}; or set {env_name}")
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Return the URL of a real Redis server (TEST_REDIS_URL, or one started here)."""
+    with _service("TEST_REDIS_URL", redis_server, tmp_path_factory.mktemp("redis")) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """Return the URL of a real PostgreSQL server (TEST_DATABASE_URL, or one started here)."""
+    workdir = Path(tempfile.mkdtemp(prefix="pg-"))  # outside pytest's root-only tmp: postgres runs as nobody
+    with _service("TEST_DATABASE_URL", postgres_server, workdir) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Return the endpoint URL of a real S3 API server (TEST_S3_ENDPOINT_URL, or moto started here)."""
+    with _service("TEST_S3_ENDPOINT_URL", s3_server, tmp_path_factory.mktemp("s3")) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(request: pytest.FixtureRequest) -> None:
+    """Point the test database at real PostgreSQL unless TEST_DATABASE=sqlite."""
+    if USE_SQLITE:
+        return
+    import environ
+    from django.conf import settings
+
+    url = request.getfixturevalue("postgres_url")
+    config = environ.Env.db_url_config(url)
+    settings.DATABASES["default"].update(config)
+    settings.DATABASES["default"].pop("OPTIONS", None)
+    settings.DATABASES["default"]["OPTIONS"] = {}
+
+
+@pytest.fixture(scope="session")
+def broker(redis_url: str) -> Iterator[str]:
+    """Point this process's Celery app at real Redis and return the broker URL."""
+    from django.conf import settings
+
+    previous = (celery_app.conf.broker_url, celery_app.conf.result_backend)
+    celery_app.conf.broker_url = celery_app.conf.result_backend = redis_url
+    celery_app.conf.broker_transport_options = pools.broker_transport_options(
+        redis_url, settings.RUN_DIR, settings.WORKER_POOLS
+    )
+    _forget_connections()
+    yield redis_url
+    celery_app.conf.broker_url, celery_app.conf.result_backend = previous
+    _forget_connections()
+
+
+def _forget_connections() -> None:
+    """Drop the app's cached connection pools and result backend so the next use reads the new URLs."""
+    celery_app._pool = None
+    celery_app.amqp._producer_pool = None
+    vars(celery_app._local).pop("backend", None)
+
+
+@pytest.fixture
+def clean_broker(broker: str) -> str:
+    """Return the broker URL with every queue emptied."""
+    redis.Redis.from_url(broker).flushdb()
+    return broker
+
+
+@pytest.fixture
+def worker_env(clean_broker: str, transactional_db: None, tmp_path: Path) -> dict[str, str]:
+    """Return the environment of a worker subprocess: same database, broker and run directory as the test."""
+    db = connection.settings_dict
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "COV_"))}
+    env.update(
+        DJANGO_SETTINGS_MODULE=f"{PACKAGE}.settings.test",
+        CELERY_BROKER_URL=clean_broker,
+        RUN_DIR=str(tmp_path / "run"),
+        PYTHONUNBUFFERED="1",
+    )
+    if db["ENGINE"].endswith("sqlite3"):
+        env["DATABASE_URL"] = f"sqlite:///{db['NAME']}"
+    else:
+        env["DATABASE_URL"] = f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+    return env
+
+
+@pytest.fixture
+def start_worker(worker_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., Process]]:
+    """Return a function that starts ``celery -A <project> worker -Q <queue>`` and waits until it consumes."""
+    started: list[Process] = []
+
+    def start(queue: str, *extra: str, env: dict[str, str] | None = None, name: str | None = None) -> Process:
+        worker_environment = {**worker_env, **(env or {})}
+        node = name or f"{queue}-{len(started)}"
+        argv = [sys.executable, "-m", "celery", "-A", PACKAGE, "worker", "-Q", queue, "-n", f"{node}@%h", *extra]
+        argv += ["-l", "INFO", "--without-mingle", "--without-gossip"]
+        proc = Process(argv, tmp_path / "logs" / f"{node}.log", env=worker_environment).start()
+        started.append(proc)
+        beat = heartbeat.heartbeat_path(queue, Path(worker_environment["RUN_DIR"]) / "heartbeat")
+        wait_until(lambda: beat.exists() or not proc.alive(), 60, f"worker {node} to start")
+        if not proc.alive():
+            pytest.fail(f"worker {node} exited at start:\n{proc.log()[-4000:]}")
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()

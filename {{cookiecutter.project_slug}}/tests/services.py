@@ -1,0 +1,215 @@
+"""Start real services (Redis, PostgreSQL, an S3 API server, Celery workers) on loopback for tests."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import pytest
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+PACKAGE = "{{ cookiecutter.project_slug }}"
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+class ServiceUnavailableError(RuntimeError):
+    """A service the tests need could not be found or started."""
+
+
+def unavailable(message: str) -> None:
+    """Fail under CI (a missing service is a broken machine there); skip elsewhere."""
+    if IN_CI:
+        pytest.fail(f"{message} (CI=true: a missing service is a failure, not a skip)", pytrace=False)
+    pytest.skip(message)
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.05) -> None:
+    """Poll ``predicate`` until it is true, or raise naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def port_open(port: int) -> bool:
+    """Return whether something accepts TCP connections on 127.0.0.1:``port``."""
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+        return True
+    return False
+
+
+def find_binary(name: str, extra_dirs: tuple[str, ...] = ()) -> str | None:
+    """Return the path of ``name`` on PATH or in ``extra_dirs``."""
+    found = shutil.which(name)
+    if found:
+        return found
+    for directory in extra_dirs:
+        for candidate in sorted(Path("/").glob(directory.lstrip("/")), reverse=True):
+            if (candidate / name).exists():
+                return str(candidate / name)
+    return None
+
+
+@dataclass
+class Process:
+    """A child process with its log file, stopped for good at the end."""
+
+    argv: list[str]
+    log_path: Path
+    env: dict[str, str] | None = None
+    cwd: Path = PROJECT_DIR
+    proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
+    _log: IO[bytes] | None = field(default=None, init=False)
+
+    def start(self) -> Process:
+        """Start the process in its own process group."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            self.argv,
+            cwd=self.cwd,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        """Return whether the process is still running."""
+        return self.proc is not None and self.proc.poll() is None
+
+    def log(self) -> str:
+        """Return what the process printed so far."""
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def signal(self, signum: int) -> None:
+        """Send ``signum`` to the process itself."""
+        assert self.proc is not None
+        self.proc.send_signal(signum)
+
+    def wait(self, timeout: float) -> int:
+        """Wait for the process to exit and return its exit code."""
+        assert self.proc is not None
+        return self.proc.wait(timeout=timeout)
+
+    def stop(self, timeout: float = 15) -> None:
+        """Stop the whole process group: SIGTERM, then SIGKILL after ``timeout`` seconds."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)  # children left behind by a killed parent
+        if self._log:
+            self._log.close()
+
+
+@contextlib.contextmanager
+def redis_server(workdir: Path) -> Iterator[str]:
+    """Run ``redis-server`` on a free port; yield its URL."""
+    binary = find_binary("redis-server")
+    if binary is None:
+        raise ServiceUnavailableError("redis-server is not installed (apt-get install redis-server)")
+    port = free_port()
+    workdir.mkdir(parents=True, exist_ok=True)
+    proc = Process(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(workdir)],
+        workdir / "redis.log",
+    ).start()
+    try:
+        wait_until(lambda: port_open(port) or not proc.alive(), 20, "redis-server to listen")
+        if not proc.alive():
+            raise ServiceUnavailableError(f"redis-server exited: {proc.log()[-2000:]}")
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.stop()
+
+
+@contextlib.contextmanager
+def postgres_server(workdir: Path) -> Iterator[str]:
+    """Run PostgreSQL from a fresh ``initdb`` on a free port; yield a URL of its ``app`` database."""
+    pg_dirs = ("/usr/lib/postgresql/*/bin",)
+    initdb, pg_ctl = find_binary("initdb", pg_dirs), find_binary("pg_ctl", pg_dirs)
+    if initdb is None or pg_ctl is None:
+        raise ServiceUnavailableError("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
+    data = workdir / "pgdata"
+    port = free_port()
+    env = dict(os.environ)
+    run_as: list[str] = []
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root: use an unprivileged user
+        run_as = ["runuser", "-u", "nobody", "--"]
+        workdir.mkdir(parents=True, exist_ok=True)
+        shutil.chown(workdir, "nobody")
+    workdir.mkdir(parents=True, exist_ok=True)
+    createdb = find_binary("createdb", pg_dirs) or "createdb"
+    subprocess.run(
+        [*run_as, initdb, "-D", str(data), "-U", "app", "--auth=trust", "-E", "UTF8", "--no-sync"],
+        check=True,
+        capture_output=True,
+        env=env,
+    )
+    options = f"-k {workdir} -h 127.0.0.1 -p {port} -c fsync=off -c full_page_writes=off -c max_connections=200"
+    subprocess.run(
+        [*run_as, pg_ctl, "-D", str(data), "-o", options, "-l", str(workdir / "postgres.log"), "-w", "start"],
+        check=True,
+        capture_output=True,
+        env=env,
+    )
+    try:
+        subprocess.run(
+            [*run_as, createdb, "-h", "127.0.0.1", "-p", str(port), "-U", "app", "app"],
+            check=True,
+            capture_output=True,
+        )
+        yield f"postgres://app@127.0.0.1:{port}/app"
+    finally:
+        subprocess.run([*run_as, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True, check=False)
+
+
+@contextlib.contextmanager
+def s3_server(workdir: Path) -> Iterator[str]:
+    """Run moto's S3 API server on a free port; yield its endpoint URL."""
+    moto = shutil.which("moto_server") or str(Path(sys.executable).with_name("moto_server"))
+    if not Path(moto).exists():
+        raise ServiceUnavailableError("moto_server is not installed (moto[server] is a dev dependency)")
+    port = free_port()
+    proc = Process([moto, "-H", "127.0.0.1", "-p", str(port)], workdir / "moto.log").start()
+    try:
+        wait_until(lambda: port_open(port) or not proc.alive(), 30, "moto_server to listen")
+        if not proc.alive():
+            raise ServiceUnavailableError(f"moto_server exited: {proc.log()[-2000:]}")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.stop()

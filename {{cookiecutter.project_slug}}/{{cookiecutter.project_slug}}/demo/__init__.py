@@ -1,0 +1,1 @@
+"""Demo tasks: one small real task per worker pool."""

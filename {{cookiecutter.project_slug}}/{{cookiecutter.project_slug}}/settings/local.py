@@ -1,0 +1,8 @@
+"""Settings for the embedded local stack: SQLite, filesystem broker, local disk, console e-mail."""
+
+from .base import *  # noqa: F403
+from .base import env
+
+DEBUG = env.bool("DJANGO_DEBUG", default=True)
+# Local only: a fixed key is refused by production settings, never used there.
+SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="local-only-insecure-key-do-not-deploy")

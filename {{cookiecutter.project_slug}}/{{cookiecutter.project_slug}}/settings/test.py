@@ -1,0 +1,16 @@
+"""Settings for the test suite: short time limits so delivery tests finish in seconds."""
+
+from {{ cookiecutter.project_slug }} import pools
+
+from .base import *  # noqa: F403
+from .base import CELERY_BROKER_URL, CELERY_RESULT_BACKEND, RUN_DIR, env
+
+SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="test-only-insecure-key")
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+MAILERS = {"default": {"BACKEND": "django.core.mail.backends.locmem.EmailBackend"}}
+WORKER_POOLS = pools.scaled(
+    pools.POOLS,
+    {"default": (4, 6), "images": (4, 6), "emails": (4, 6), "reports": (8, 10)},
+)
+
+globals().update(pools.celery_settings(WORKER_POOLS, CELERY_BROKER_URL, CELERY_RESULT_BACKEND, RUN_DIR))
