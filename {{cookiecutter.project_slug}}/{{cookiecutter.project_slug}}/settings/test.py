@@ -14,3 +14,8 @@ WORKER_POOLS = pools.scaled(
 )
 
 globals().update(pools.celery_settings(WORKER_POOLS, CELERY_BROKER_URL, CELERY_RESULT_BACKEND, RUN_DIR))
+
+# Test-only apps and tasks: tests/effects counts side effects; tests/tasks_*.py hold tasks that
+# worker subprocesses started with these settings import.
+INSTALLED_APPS = [*INSTALLED_APPS, "tests.effects"]  # noqa: F405
+CELERY_IMPORTS = tuple(f"tests.{path.stem}" for path in sorted((BASE_DIR / "tests").glob("tasks_*.py")))  # noqa: F405

@@ -1,0 +1,1 @@
+"""A test-only app whose table counts side effects, so tests can prove 'exactly once'."""
