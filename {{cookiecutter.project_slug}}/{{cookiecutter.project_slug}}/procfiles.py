@@ -1,14 +1,17 @@
-"""Render the process files (Procfile, compose.yaml) from the worker-pool registry.
+"""Render the process files (Procfile, compose.yaml, Kubernetes manifests) from the worker-pool registry.
 
-Run ``python -m {{ cookiecutter.project_slug }}.procfiles`` after editing ``pools.py``; a test fails while
-the files on disk and the registry disagree.
+Run ``python -m {{ cookiecutter.project_slug }}.procfiles`` (or ``make procfiles``) after editing ``pools.py``;
+a test fails while the files on disk and the registry disagree.
 """
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 try:  # run as a module of the package, or loaded by path from the bake hook
     from . import pools
@@ -17,7 +20,15 @@ except ImportError:  # pragma: no cover - the post-generation hook loads this fi
 
 PACKAGE = "{{ cookiecutter.project_slug }}"
 PROJECT_DIR = Path(__file__).resolve().parent.parent
+#: Whether the project was generated with Kubernetes manifests (the ``kubernetes_manifests`` option).
+KUBERNETES_MANIFESTS = {{ "True" if cookiecutter.kubernetes_manifests == "y" else "False" }}
 HEADER = f"# Generated from {PACKAGE}/pools.py by `python -m {PACKAGE}.procfiles`; edit the registry, not this file.\n"
+#: The image compose builds and the Kubernetes manifests run.
+IMAGE = f"{PACKAGE}:latest"
+#: Where the image's writable run directory (heartbeat files, beat schedule) lives.
+CONTAINER_RUN_DIR = "/app/run"
+#: Lists of scalars that fit in this many characters are written on one line: ``[CMD, redis-cli, ping]``.
+FLOW_LIST_WIDTH = 100
 
 
 def worker_command(pool: pools.Pool) -> list[str]:
@@ -33,17 +44,40 @@ def worker_command(pool: pools.Pool) -> list[str]:
     return [*argv, "-l", "INFO"]
 
 
+def heartbeat_command(pool: pools.Pool) -> list[str]:
+    """Return the argv of the liveness check of ``pool``'s worker."""
+    return ["python", "-m", f"{PACKAGE}.heartbeat", "--check", pool.name]
+
+
+def beat_command(schedule: str | None = None) -> list[str]:
+    """Return the argv that starts celery beat."""
+    return ["celery", "-A", PACKAGE, "beat", "-l", "INFO", *(["-s", schedule] if schedule else [])]
+
+
+def flower_command(*options: str) -> list[str]:
+    """Return the argv that starts Flower with the project's configuration (basic auth)."""
+    return ["celery", "-A", PACKAGE, "flower", f"--conf={PACKAGE}/flowerconfig.py", *options]
+
+
+def web_command(host: str, port: str) -> list[str]:
+    """Return the argv that starts the ASGI web server."""
+    return ["uvicorn", f"{PACKAGE}.asgi:application", "--host", host, "--port", port]
+
+
+def shell_line(argv: list[str]) -> str:
+    """Return ``argv`` as one command line, for the Procfile and compose's ``command:``."""
+    # ``${WEB_PORT:-8000}`` is left for the shell to expand; everything else is quoted as needed.
+    return " ".join(arg if "${" in arg else shlex.quote(arg) for arg in argv)
+
+
 def render_procfile(registry: tuple[pools.Pool, ...] = pools.POOLS) -> str:
     """Return the Procfile that ``make dev`` runs with honcho."""
     lines = [
         HEADER.rstrip("\n"),
-        f"web: uvicorn {PACKAGE}.asgi:application --host 127.0.0.1 --port " + "${WEB_PORT:-8000}",
-    ]
-    lines += [f"worker_{p.name}: {' '.join(worker_command(p))}" for p in registry]
-    lines += [
-        f"beat: celery -A {PACKAGE} beat -l INFO",
-        f"flower: celery -A {PACKAGE} flower --conf={PACKAGE}/flowerconfig.py "
-        "--address=127.0.0.1 --port=${FLOWER_PORT:-5555}",
+        "web: " + shell_line(web_command("127.0.0.1", "${WEB_PORT:-8000}")),
+        *(f"worker_{p.name}: {shell_line(worker_command(p))}" for p in registry),
+        "beat: " + shell_line(beat_command()),
+        "flower: " + shell_line(flower_command("--address=127.0.0.1", "--port=${FLOWER_PORT:-5555}")),
     ]
     return "\n".join(lines) + "\n"
 
@@ -67,7 +101,8 @@ def compose_document(registry: tuple[pools.Pool, ...] = pools.POOLS) -> dict[str
         "redis": {"condition": "service_healthy"},
         "createbucket": {"condition": "service_completed_successfully"},
     }
-    app: dict[str, Any] = {"build": ".", "env_file": [".env"], "environment": app_env, "depends_on": depends}
+    migrated = {**depends, "migrate": {"condition": "service_completed_successfully"}}
+    app: dict[str, Any] = {"image": IMAGE, "env_file": [".env"], "environment": app_env, "depends_on": migrated}
     services: dict[str, Any] = {
         "postgres": {
             "image": "postgres:17",
@@ -101,52 +136,184 @@ def compose_document(registry: tuple[pools.Pool, ...] = pools.POOLS) -> dict[str
                 " && mc mb --ignore-existing s3/claimcheck",
             ],
         },
-        "migrate": {**app, "command": ["python", "manage.py", "migrate", "--noinput"], "restart": "no"},
+        # The one service that builds the image; the others run it once it is built and migrated.
+        "migrate": {
+            "build": ".",
+            **app,
+            "command": "python manage.py migrate --noinput",
+            "depends_on": depends,
+            "restart": "no",
+        },
         "web": {
             **app,
-            "command": ["uvicorn", f"{PACKAGE}.asgi:application", "--host", "0.0.0.0", "--port", "8000"],  # noqa: S104
+            "command": shell_line(web_command("0.0.0.0", "8000")),  # noqa: S104 - inside the container
             "ports": ["8000:8000"],
-            "depends_on": {**depends, "migrate": {"condition": "service_completed_successfully"}},
         },
     }
     for p in registry:
         services[f"worker-{p.name}"] = {
             **app,
-            "command": worker_command(p),
+            "command": shell_line(worker_command(p)),
             "stop_grace_period": f"{pools.stop_grace_period(p)}s",
+            # SIGTERM from `docker compose stop` starts Celery's soft shutdown instead of a warm one.
             "environment": {**app_env, "REMAP_SIGTERM": "SIGQUIT"},
-            "healthcheck": {
-                "test": ["CMD", "python", "-m", f"{PACKAGE}.heartbeat", "--check", p.name],
-                "interval": "30s",
-                "retries": 3,
-            },
+            "healthcheck": {"test": ["CMD", *heartbeat_command(p)], "interval": "30s", "retries": 3},
         }
-    schedule = "/app/run/celerybeat-schedule"
-    services["beat"] = {**app, "command": ["celery", "-A", PACKAGE, "beat", "-l", "INFO", "-s", schedule]}
-    services["flower"] = {
-        **app,
-        "command": ["celery", "-A", PACKAGE, "flower", f"--conf={PACKAGE}/flowerconfig.py", "--port=5555"],
-        "ports": ["5555:5555"],
-    }
+    services["beat"] = {**app, "command": shell_line(beat_command(f"{CONTAINER_RUN_DIR}/celerybeat-schedule"))}
+    services["flower"] = {**app, "command": shell_line(flower_command("--port=5555")), "ports": ["5555:5555"]}
     return {"services": services, "volumes": {"pgdata": {}, "redisdata": {}, "s3data": {}}}
+
+
+def _labels(component: str) -> dict[str, str]:
+    return {"app.kubernetes.io/name": PACKAGE, "app.kubernetes.io/component": component}
+
+
+def _deployment(component: str, container: dict[str, Any], **spec: Any) -> dict[str, Any]:
+    """Return a Deployment of one container of the project's image, configured from the ConfigMap and Secret."""
+    container = {
+        "name": component,
+        "image": IMAGE,
+        "envFrom": [{"configMapRef": {"name": f"{PACKAGE}-config"}}, {"secretRef": {"name": f"{PACKAGE}-secrets"}}],
+        **container,
+        "volumeMounts": [{"name": "run", "mountPath": CONTAINER_RUN_DIR}],
+    }
+    pod_spec = {**spec, "containers": [container], "volumes": [{"name": "run", "emptyDir": {}}]}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": f"{PACKAGE}-{component}", "labels": _labels(component)},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": _labels(component)},
+            "template": {"metadata": {"labels": _labels(component)}, "spec": pod_spec},
+        },
+    }
+
+
+def _service(component: str, port: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": f"{PACKAGE}-{component}", "labels": _labels(component)},
+        "spec": {"selector": _labels(component), "ports": [{"port": port, "targetPort": port}]},
+    }
+
+
+def worker_deployment(pool: pools.Pool) -> dict[str, Any]:
+    """Return the Deployment of ``pool``'s workers: same command as compose, grace period from the registry."""
+    probe = {"exec": {"command": heartbeat_command(pool)}, "initialDelaySeconds": 30, "periodSeconds": 30}
+    container = {
+        "command": worker_command(pool),
+        # SIGTERM from the kubelet starts Celery's soft shutdown instead of a warm one.
+        "env": [{"name": "REMAP_SIGTERM", "value": "SIGQUIT"}],
+        "livenessProbe": {**probe, "failureThreshold": 3},
+    }
+    return _deployment(f"worker-{pool.name}", container, terminationGracePeriodSeconds=pools.stop_grace_period(pool))
+
+
+def kubernetes_documents(registry: tuple[pools.Pool, ...] = pools.POOLS) -> dict[str, list[dict[str, Any]]]:
+    """Return the Kubernetes manifests as data, by file name under ``k8s/``."""
+    config = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": f"{PACKAGE}-config", "labels": _labels("config")},
+        "data": {"DJANGO_SETTINGS_MODULE": f"{PACKAGE}.settings.production", "RUN_DIR": CONTAINER_RUN_DIR},
+    }
+    http_probe = {"httpGet": {"path": "/healthz", "port": 8000}, "periodSeconds": 10}
+    web = _deployment(
+        "web",
+        {
+            "command": web_command("0.0.0.0", "8000"),  # noqa: S104 - inside the pod
+            "ports": [{"containerPort": 8000}],
+            "readinessProbe": http_probe,
+            "livenessProbe": {**http_probe, "initialDelaySeconds": 10},
+        },
+    )
+    # Two beats would schedule every periodic task twice: never more than one, even during a rollout.
+    beat = _deployment("beat", {"command": beat_command(f"{CONTAINER_RUN_DIR}/celerybeat-schedule")})
+    beat["spec"]["strategy"] = {"type": "Recreate"}
+    flower = _deployment("flower", {"command": flower_command("--port=5555"), "ports": [{"containerPort": 5555}]})
+    migrate = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": f"{PACKAGE}-migrate", "labels": _labels("migrate")},
+        "spec": {
+            "backoffLimit": 3,
+            "template": {
+                "metadata": {"labels": _labels("migrate")},
+                "spec": {
+                    "restartPolicy": "OnFailure",
+                    "containers": [
+                        {
+                            "name": "migrate",
+                            "image": IMAGE,
+                            "command": ["python", "manage.py", "migrate", "--noinput"],
+                            "envFrom": web["spec"]["template"]["spec"]["containers"][0]["envFrom"],
+                        }
+                    ],
+                },
+            },
+        },
+    }
+    files: dict[str, list[dict[str, Any]]] = {
+        "config.yaml": [config],
+        "migrate.yaml": [migrate],
+        "web.yaml": [web, _service("web", 8000)],
+    }
+    files.update({f"worker-{p.name}.yaml": [worker_deployment(p)] for p in registry})
+    files["beat.yaml"] = [beat]
+    files["flower.yaml"] = [flower, _service("flower", 5555)]
+    files["kustomization.yaml"] = [
+        {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", "resources": sorted(files)}
+    ]
+    return files
+
+
+class _Dumper(yaml.SafeDumper):
+    """Write YAML as a person would: no anchors, short lists of scalars on one line."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def _represent_list(dumper: yaml.SafeDumper, data: list[Any]) -> yaml.Node:
+    scalars = all(isinstance(item, str | int) for item in data)
+    flow = scalars and sum(len(str(item)) + 2 for item in data) <= FLOW_LIST_WIDTH
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flow)
+
+
+_Dumper.add_representer(list, _represent_list)
+
+
+def dump_yaml(*documents: Any) -> str:
+    """Return ``documents`` as one YAML stream under the generated-file header."""
+    text = yaml.dump_all(documents, Dumper=_Dumper, sort_keys=False, width=120, explicit_start=len(documents) > 1)
+    return HEADER + text
 
 
 def render_compose(registry: tuple[pools.Pool, ...] = pools.POOLS) -> str:
     """Return compose.yaml text."""
-    import yaml
-
-    return HEADER + yaml.safe_dump(compose_document(registry), sort_keys=False, width=120)
+    return dump_yaml(compose_document(registry))
 
 
-def render_all(registry: tuple[pools.Pool, ...] = pools.POOLS) -> dict[str, str]:
+def render_all(
+    registry: tuple[pools.Pool, ...] = pools.POOLS, kubernetes: bool = KUBERNETES_MANIFESTS
+) -> dict[str, str]:
     """Return every generated process file by its path relative to the project root."""
-    return {"Procfile": render_procfile(registry), "compose.yaml": render_compose(registry)}
+    files = {"Procfile": render_procfile(registry), "compose.yaml": render_compose(registry)}
+    if kubernetes:
+        files.update({f"k8s/{name}": dump_yaml(*docs) for name, docs in kubernetes_documents(registry).items()})
+    return files
 
 
 def write_all(project_dir: Path = PROJECT_DIR) -> list[str]:
-    """Write the process files under ``project_dir`` and return their names."""
+    """Write the process files under ``project_dir``, drop stale manifests, and return the files' names."""
     files = render_all()
+    stale = set((project_dir / "k8s").glob("*.yaml")) - {project_dir / name for name in files}
+    for path in stale:  # a pool removed from the registry must not keep its Deployment
+        path.unlink()
     for name, text in files.items():
+        (project_dir / name).parent.mkdir(parents=True, exist_ok=True)
         (project_dir / name).write_text(text)
     return sorted(files)
 

@@ -153,6 +153,15 @@ CELERY_RESULT_BACKEND = env.str(
 )
 # Queues, the default queue and the transport timeouts are derived from the registry.
 globals().update(pools.celery_settings(WORKER_POOLS, CELERY_BROKER_URL, CELERY_RESULT_BACKEND, RUN_DIR))
+# The embedded stack's folders must exist before SQLite, the filesystem broker or the file result backend open them.
+_embedded_folders = [RUN_DIR] if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3" else []
+if CELERY_BROKER_URL.startswith("filesystem"):
+    _folders = pools.broker_transport_options(CELERY_BROKER_URL, RUN_DIR)
+    _embedded_folders += [Path(_folders["data_folder_in"]), Path(_folders["control_folder"])]
+if CELERY_RESULT_BACKEND.startswith("file://"):
+    _embedded_folders.append(Path(CELERY_RESULT_BACKEND.removeprefix("file://")))
+for _folder in _embedded_folders:
+    _folder.mkdir(parents=True, exist_ok=True)
 
 # JSON only: a broker that accepts pickle lets anyone who can publish run code on workers.
 CELERY_ACCEPT_CONTENT = ["json"]
