@@ -50,6 +50,12 @@ class RegistryAMQP(AMQP):
             app=self.app,
         )
 
+    def _create_task_sender(self) -> Any:
+        from {{ cookiecutter.project_slug }}.claimcheck.broker import capped_sender
+
+        # Every task message, whoever sends it, is measured against the claim check's hard broker cap.
+        return capped_sender(super()._create_task_sender(), self.app.conf.task_serializer)
+
 
 class PoolWorker(Worker):
     """A worker that takes its pool options from the registry when started with ``-Q <pool>``."""
@@ -99,6 +105,8 @@ class ProjectCelery(Celery):
     """The project's Celery class: registry-aware routing and workers."""
 
     amqp_cls = f"{__name__}:RegistryAMQP"
+    #: Every task offloads large arguments and results to the claim-check storage.
+    task_cls = "{{ cookiecutter.project_slug }}.claimcheck.base:ClaimCheckTask"
 
     @cached_property
     def Worker(self) -> type[Worker]:  # noqa: N802

@@ -39,6 +39,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "{{ cookiecutter.project_slug }}.demo",
+    "{{ cookiecutter.project_slug }}.claimcheck",
 ]
 
 MIDDLEWARE = [
@@ -180,6 +181,31 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE_FILENAME = str(RUN_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {}
+
+# ------------------------------------------------------------------------------
+# Claim check: large task arguments and results are stored in STORAGES["claimcheck"] and travel as
+# signed references ({{ cookiecutter.project_slug }}/claimcheck/); the broker only ever sees small messages.
+# ------------------------------------------------------------------------------
+CLAIMCHECK_STORAGE = "claimcheck"
+# Serialized argument sets above this are offloaded at enqueue (the SQS Extended Client's default).
+CLAIMCHECK_ARGS_THRESHOLD = env.int("CLAIMCHECK_ARGS_THRESHOLD", default=256 * 1024)
+# Serialized results above this are stored and returned as a reference.
+CLAIMCHECK_RESULT_LIMIT = env.int("CLAIMCHECK_RESULT_LIMIT", default=1024 * 1024)
+# Hard cap on any task message body published; above the threshold, so only a bypass of the claim check hits it.
+CLAIMCHECK_MESSAGE_MAX_BYTES = env.int("CLAIMCHECK_MESSAGE_MAX_BYTES", default=1024 * 1024)
+# Browser uploads: size ceiling, accepted types, and how long a presigned form stays valid (5-15 min advised).
+CLAIMCHECK_UPLOAD_MAX_BYTES = env.int("CLAIMCHECK_UPLOAD_MAX_BYTES", default=100 * 1024 * 1024)
+CLAIMCHECK_UPLOAD_CONTENT_TYPES = env.list(
+    "CLAIMCHECK_UPLOAD_CONTENT_TYPES", default=["text/csv", "application/json", "application/octet-stream"]
+)
+CLAIMCHECK_UPLOAD_EXPIRES = 10 * 60
+CLAIMCHECK_DOWNLOAD_EXPIRES = 5 * 60
+# Blobs older than this are orphans: longer than results are kept and than any task waits in a queue.
+CLAIMCHECK_ORPHAN_TTL = env.int("CLAIMCHECK_ORPHAN_TTL", default=2 * 24 * 3600)
+CELERY_BEAT_SCHEDULE["claimcheck-sweep-orphans"] = {
+    "task": "{{ cookiecutter.project_slug }}.claimcheck.tasks.sweep_orphans",
+    "schedule": 3600.0,
+}
 
 # ------------------------------------------------------------------------------
 # Flower: refuses to start without these (the post-generation hook writes them to .env).

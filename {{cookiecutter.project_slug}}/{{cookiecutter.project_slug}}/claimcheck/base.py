@@ -1,0 +1,141 @@
+"""The claim-check task base: large arguments and results travel as signed references, not through the broker."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Any
+
+from celery import states
+from celery.contrib.django.task import DjangoTask
+from celery.result import AsyncResult
+from django.conf import settings
+from django.db import transaction
+from kombu.serialization import dumps, loads
+
+from . import blobs
+from .references import Reference, from_envelope, is_envelope
+
+logger = logging.getLogger(__name__)
+
+#: Storage prefix of offloaded argument sets and of offloaded results.
+ARGS_PREFIX = "args"
+RESULTS_PREFIX = "results"
+#: Offloaded argument sets are always stored as JSON, and only JSON is accepted back.
+_ARGS_CONTENT_TYPE = "application/json"
+
+
+def serialized_size(value: Any, serializer: str = "json") -> tuple[int, bytes]:
+    """Return the size and bytes of ``value`` serialized as the broker would see it."""
+    _content_type, _encoding, data = dumps(value, serializer=serializer)
+    payload = data if isinstance(data, bytes) else data.encode()
+    return len(payload), payload
+
+
+def offload_arguments(
+    args: Any, kwargs: Any, *, threshold: int | None = None, force: bool = False
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Replace an argument set larger than the threshold (or any, with ``force``) by a reference to a stored blob."""
+    args, kwargs = tuple(args or ()), dict(kwargs or {})
+    if not args and len(kwargs) == 1 and is_envelope(kwargs):
+        return args, kwargs  # already offloaded (a retry re-sends the request's own arguments)
+    limit = settings.CLAIMCHECK_ARGS_THRESHOLD if threshold is None else threshold
+    size, payload = serialized_size([list(args), kwargs])
+    if size <= limit and not force:
+        return args, kwargs
+    reference = blobs.store_bytes(payload, prefix=ARGS_PREFIX, content_type=_ARGS_CONTENT_TYPE)
+    return (), reference.envelope()
+
+
+def arguments_reference(args: Any, kwargs: Any) -> Reference | None:
+    """Return the verified reference of an offloaded argument set, or None when the arguments travelled inline."""
+    if not args and isinstance(kwargs, dict) and is_envelope(kwargs):
+        return from_envelope(kwargs)
+    return None
+
+
+def resolve_arguments(args: Any, kwargs: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Return the real arguments: load an offloaded set, and resolve results of earlier tasks passed as arguments."""
+    reference = arguments_reference(args, kwargs)
+    if reference is not None:
+        if reference.content_type != _ARGS_CONTENT_TYPE:
+            from .exceptions import InvalidReferenceError
+
+            raise InvalidReferenceError(
+                f"claim-check argument blob {reference.key!r} has content type {reference.content_type!r}; "
+                f"accepted: {_ARGS_CONTENT_TYPE!r}"
+            )
+        loaded = loads(blobs.read_bytes(reference), _ARGS_CONTENT_TYPE, "utf-8", accept=["json"])
+        args, kwargs = loaded
+    # A chained task receives the previous task's (possibly offloaded) result as its first argument.
+    return tuple(resolve_result(arg) for arg in args or ()), dict(kwargs or {})
+
+
+def offload_result(value: Any, *, limit: int | None = None) -> Any:
+    """Return ``value``, or a reference envelope to a stored copy when its serialized size is over the limit."""
+    limit = settings.CLAIMCHECK_RESULT_LIMIT if limit is None else limit
+    size, payload = serialized_size(value)
+    if size <= limit:
+        return value
+    return blobs.store_bytes(payload, prefix=RESULTS_PREFIX, content_type="application/json").envelope()
+
+
+def resolve_result(value: Any) -> Any:
+    """Return a task result as the task returned it, loading it from storage when it was offloaded."""
+    if not is_envelope(value):
+        return value
+    reference = from_envelope(value)
+    return loads(blobs.read_bytes(reference), "application/json", "utf-8", accept=["json"])
+
+
+def get_result(result: AsyncResult, **options: Any) -> Any:
+    """Wait for a task's result like ``AsyncResult.get(**options)`` and resolve it if it was offloaded."""
+    return resolve_result(result.get(**options))
+
+
+def delete_arguments_blob(args: Any, kwargs: Any) -> None:
+    """Delete the blob of an offloaded argument set once the surrounding transaction commits (idempotent)."""
+    try:
+        reference = arguments_reference(args, kwargs)
+    except Exception:  # a refused reference has no blob of ours to delete
+        return
+    if reference is not None:
+        transaction.on_commit(functools.partial(_delete_quietly, reference), robust=True)
+
+
+def _delete_quietly(reference: Reference) -> None:
+    try:
+        blobs.delete(reference)
+    except Exception:
+        # The orphan sweep removes it later; a storage hiccup must not turn a finished task into a failure.
+        logger.warning("Could not delete claim-check blob %s; the orphan sweep will", reference.key, exc_info=True)
+
+
+class ClaimCheckTask(DjangoTask):
+    """A task whose large argument sets and results are stored as blobs and carried as signed references.
+
+    Task code is the same either way: the worker resolves the reference before the body runs.
+    ``apply_async(..., claimcheck=True)`` offloads whatever the size.
+    """
+
+    #: Serialized argument size above which arguments are offloaded (default: settings.CLAIMCHECK_ARGS_THRESHOLD).
+    claimcheck_threshold: int | None = None
+    #: Serialized result size above which results are offloaded (default: settings.CLAIMCHECK_RESULT_LIMIT).
+    claimcheck_result_limit: int | None = None
+
+    def apply_async(self, args: Any = None, kwargs: Any = None, *rest: Any, **options: Any) -> Any:
+        """Enqueue the task, offloading a large argument set to the claim-check storage first."""
+        force = bool(options.pop("claimcheck", False))
+        args, kwargs = offload_arguments(args, kwargs, threshold=self.claimcheck_threshold, force=force)
+        return super().apply_async(args, kwargs, *rest, **options)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        args, kwargs = resolve_arguments(args, kwargs)
+        return offload_result(super().__call__(*args, **kwargs), limit=self.claimcheck_result_limit)
+
+    def after_return(self, status: str, retval: Any, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+        """Delete the argument blob once the task succeeded and its state is stored."""
+        super().after_return(status, retval, task_id, args, kwargs, einfo)
+        # A retry needs the blob again; a failure keeps it for inspection until the orphan sweep.
+        if status == states.SUCCESS:
+            delete_arguments_blob(args, kwargs)
