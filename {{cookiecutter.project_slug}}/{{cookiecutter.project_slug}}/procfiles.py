@@ -95,6 +95,8 @@ def compose_document(registry: tuple[pools.Pool, ...] = pools.POOLS) -> dict[str
         "AWS_SECRET_ACCESS_KEY": "${MINIO_ROOT_PASSWORD:?set MINIO_ROOT_PASSWORD in .env}",
         "DJANGO_ALLOWED_HOSTS": "localhost,127.0.0.1,web",
         "DJANGO_SECURE_SSL_REDIRECT": "false",
+        # Mailpit catches every e-mail (web UI on :8025); set EMAIL_URL in .env for a real SMTP server.
+        "EMAIL_URL": "${EMAIL_URL:-smtp://mailpit:1025}",
     }
     depends = {
         "postgres": {"condition": "service_healthy"},
@@ -136,6 +138,7 @@ def compose_document(registry: tuple[pools.Pool, ...] = pools.POOLS) -> dict[str
                 " && mc mb --ignore-existing s3/claimcheck",
             ],
         },
+        "mailpit": {"image": "axllent/mailpit:latest", "ports": ["8025:8025"]},
         # The one service that builds the image; the others run it once it is built and migrated.
         "migrate": {
             "build": ".",
@@ -309,9 +312,11 @@ def render_all(
 def write_all(project_dir: Path = PROJECT_DIR) -> list[str]:
     """Write the process files under ``project_dir``, drop stale manifests, and return the files' names."""
     files = render_all()
+    # A pool removed from the registry must not keep its Deployment; files a person wrote stay.
     stale = set((project_dir / "k8s").glob("*.yaml")) - {project_dir / name for name in files}
-    for path in stale:  # a pool removed from the registry must not keep its Deployment
-        path.unlink()
+    for path in stale:
+        if path.read_text().startswith(HEADER):
+            path.unlink()
     for name, text in files.items():
         (project_dir / name).parent.mkdir(parents=True, exist_ok=True)
         (project_dir / name).write_text(text)

@@ -73,7 +73,8 @@ STATIC_ROOT = RUN_DIR / "static"
 # ------------------------------------------------------------------------------
 # Database: SQLite under RUN_DIR unless DATABASE_URL names another (PostgreSQL in production).
 # ------------------------------------------------------------------------------
-DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{RUN_DIR / 'db.sqlite3'}")}
+# An empty value counts as unset, so production settings can name it as missing.
+DATABASES = {"default": env.db_url_config(env.str("DATABASE_URL", default="") or f"sqlite:///{RUN_DIR / 'db.sqlite3'}")}
 DATABASES["default"]["ATOMIC_REQUESTS"] = False
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL lets the web process read while a worker writes; the timeout rides out short locks.
@@ -128,7 +129,7 @@ STORAGES = {
 # ------------------------------------------------------------------------------
 # E-mail: printed to the console unless an SMTP URL is given.
 # ------------------------------------------------------------------------------
-_email = env.email_url("EMAIL_URL", default="consolemail://")
+_email = env.email_url_config(env.str("EMAIL_URL", default="") or "consolemail://")
 MAILERS = {
     "default": {
         "BACKEND": _email["EMAIL_BACKEND"],
@@ -147,7 +148,7 @@ DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="noreply@{{ cookiecut
 # https://docs.celeryq.dev/en/stable/userguide/configuration.html
 # ------------------------------------------------------------------------------
 WORKER_POOLS = pools.POOLS
-CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="") or "filesystem://"
 CELERY_RESULT_BACKEND = env.str(
     "CELERY_RESULT_BACKEND",
     default=CELERY_BROKER_URL if CELERY_BROKER_URL.startswith("redis") else f"file://{RUN_DIR / 'results'}",

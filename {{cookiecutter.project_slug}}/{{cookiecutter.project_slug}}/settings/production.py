@@ -13,6 +13,8 @@ REQUIRED = (
     "AWS_STORAGE_BUCKET_NAME",
     "FLOWER_USER",
     "FLOWER_PASSWORD",
+    # An SMTP URL (smtp+tls://user:password@host:587): the console backend would drop every e-mail.
+    "EMAIL_URL",
 )
 _missing = [name for name in REQUIRED if not env.str(name, default="")]
 if _missing:
