@@ -1,0 +1,1 @@
+"""Long-running jobs: start with 202 Accepted, poll the status, or stream it over SSE."""

@@ -1,0 +1,119 @@
+"""Writes of the jobs app: hand out upload forms, start jobs once per upload."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from django.conf import settings
+from django.core import signing
+from django.db import transaction
+from django.http import HttpRequest
+
+from {{ cookiecutter.project_slug }} import claimcheck
+from {{ cookiecutter.project_slug }}.claimcheck.exceptions import ClaimCheckError
+
+from .errors import InvalidFieldsError, PayloadTooLargeError, UnknownJobError, UploadRejectedError
+from .models import Job
+
+#: Salt of the jobs app's upload tokens: they bind a claim-check upload ticket to a user, a kind and a file name.
+UPLOAD_SALT = "{{ cookiecutter.project_slug }}.jobs.upload"
+#: Content types each kind of job accepts.
+CONTENT_TYPES: dict[str, tuple[str, ...]] = {
+    Job.Kind.REPORT: ("text/csv",),
+    Job.Kind.THUMBNAILS: ("image/png", "image/jpeg", "image/webp", "image/gif"),
+}
+
+
+def upload_limits() -> dict[str, int]:
+    """Return the largest upload each kind of job accepts, in bytes."""
+    return dict(settings.JOBS_MAX_UPLOAD_BYTES)
+
+
+def upload_create(
+    *, owner: Any, kind: str, filename: str, content_type: str, size: int, request: HttpRequest | None = None
+) -> dict[str, Any]:
+    """Return a presigned form that uploads one file for ``kind`` straight to storage, and its upload token."""
+    accepted = CONTENT_TYPES[kind]
+    if content_type not in accepted:
+        raise InvalidFieldsError(
+            f"Field 'content_type' is {content_type!r}; a {kind} job accepts: {', '.join(accepted)}."
+        )
+    filename = filename.strip()
+    if not filename or len(filename) > 255 or any(c in filename for c in "/\\\0"):
+        raise InvalidFieldsError(
+            f"Field 'filename' {filename[:80]!r} must be a plain file name of 1 to 255 characters."
+        )
+    limit = upload_limits()[kind]
+    if size < 1:
+        raise InvalidFieldsError(f"Field 'size' is {size}; a file must have at least one byte.")
+    if size > limit:
+        raise PayloadTooLargeError(f"The file has {size} bytes; a {kind} job accepts at most {limit}.")
+    try:
+        form = claimcheck.create_upload(content_type=content_type, max_size=limit, request=request)
+    except ClaimCheckError as exc:
+        raise InvalidFieldsError(str(exc)) from None
+    token = signing.dumps(
+        {"ticket": form.ticket, "owner": owner.pk, "kind": kind, "filename": filename}, salt=UPLOAD_SALT
+    )
+    return {
+        "url": form.url,
+        "fields": form.fields,
+        "upload": token,
+        "max_size": form.max_size,
+        "expires_at": form.expires_at.isoformat(),
+    }
+
+
+def _load_upload(token: str, *, owner: Any, kind: str) -> dict[str, Any]:
+    try:
+        upload = signing.loads(token, salt=UPLOAD_SALT, max_age=settings.CLAIMCHECK_ORPHAN_TTL)
+    except signing.BadSignature:
+        raise InvalidFieldsError(
+            "Field 'upload' is not a valid upload token: use the one POST /api/uploads returned."
+        ) from None
+    if upload["owner"] != owner.pk:
+        raise InvalidFieldsError("Field 'upload' names another user's upload.")
+    if upload["kind"] != kind:
+        raise InvalidFieldsError(f"Field 'kind' is {kind!r} but the upload was made for a {upload['kind']!r} job.")
+    return upload
+
+
+def job_start(*, owner: Any, kind: str, upload: str) -> Job:
+    """Start the job of a finished upload; starting it again returns the same job."""
+    ticket = _load_upload(upload, owner=owner, kind=kind)
+    existing = Job.objects.filter(task_key=_task_key(ticket["ticket"])).first()
+    if existing is not None:
+        if existing.owner_id != owner.pk:
+            raise UnknownJobError("No such upload among yours.")
+        return existing
+    try:
+        # Checks the stored object: present, within the size limit, of the declared content type.
+        reference = claimcheck.complete_upload(ticket["ticket"])
+    except ClaimCheckError as exc:
+        raise UploadRejectedError(f"The upload is refused: {exc}.") from None
+    key = _task_key(ticket["ticket"])
+    token = reference.sign()
+    with transaction.atomic():
+        job, created = Job.objects.get_or_create(
+            task_key=key,
+            defaults={"owner": owner, "kind": kind, "filename": ticket["filename"], "input": {"upload": token}},
+        )
+        if created:
+            _enqueue(job, token)  # the row is written now, the message published once this commits
+    return job
+
+
+def _enqueue(job: Job, upload: str) -> None:
+    from {{ cookiecutter.project_slug }}.demo import tasks
+
+    if job.kind == Job.Kind.REPORT:
+        notify = job.owner.email or ""
+        tasks.customer_report.using(key=job.task_key).enqueue(upload=upload, notify=notify, filename=job.filename)
+    else:
+        tasks.thumbnails.using(key=job.task_key).enqueue(upload=upload)
+
+
+def _task_key(ticket: str) -> str:
+    # One upload ticket starts one job, however often the client repeats the request.
+    return "job:" + hashlib.sha256(ticket.encode()).hexdigest()

@@ -1,0 +1,189 @@
+// The jobs page: upload straight to storage, start a job, follow it over SSE (or by polling), list results.
+"use strict";
+
+const config = JSON.parse(document.getElementById("config").textContent);
+const rows = new Map();
+
+function csrfToken() {
+  const match = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
+  return match ? decodeURIComponent(match[1]) : "";
+}
+
+async function api(url, body) {
+  const response = await fetch(url, {
+    method: body === undefined ? "GET" : "POST",
+    credentials: "same-origin",
+    headers: body === undefined ? {} : { "Content-Type": "application/json", "X-CSRFToken": csrfToken() },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const data = await response.json().catch(() => ({}));
+  if (!response.ok) {
+    const message = data.error ? data.error.message : `HTTP ${response.status}`;
+    throw new Error(message);
+  }
+  return data;
+}
+
+function kindOf(file) {
+  if (file.type.startsWith("image/")) return "thumbnails";
+  if (file.type === "text/csv" || file.name.toLowerCase().endsWith(".csv")) return "report";
+  return null;
+}
+
+function cell(text) {
+  const td = document.createElement("td");
+  td.textContent = text;
+  return td;
+}
+
+function rowFor(state) {
+  let row = rows.get(state.id);
+  if (!row) {
+    row = document.createElement("tr");
+    row.dataset.job = state.id;
+    row.append(cell(state.filename || "(no name)"), cell(state.kind), document.createElement("td"),
+      document.createElement("td"), document.createElement("td"));
+    row.children[3].innerHTML = '<div class="bar"><div class="fill"></div><span class="label"></span></div>' +
+      '<div class="progress-message"></div>';
+    row.children[4].className = "links";
+    document.querySelector("#jobs tbody").prepend(row);
+    rows.set(state.id, row);
+    document.getElementById("no-jobs").hidden = true;
+  }
+  return row;
+}
+
+function render(state) {
+  const row = rowFor(state);
+  row.className = `status-${state.status}`;
+  row.dataset.status = state.status;
+  const badge = document.createElement("span");
+  badge.className = `badge ${state.status}`;
+  badge.textContent = state.status;
+  row.children[2].replaceChildren(badge);
+  const fraction = state.status === "succeeded" ? 1 : (state.progress && state.progress.fraction) || 0;
+  const percent = Math.round(fraction * 100);
+  row.querySelector(".fill").style.width = `${percent}%`;
+  row.querySelector(".label").textContent = `${percent} %`;
+  row.querySelector(".bar").dataset.percent = String(percent);
+  const message = state.error ? `${state.error.type}: ${state.error.message}` : (state.progress && state.progress.message) || "";
+  row.querySelector(".progress-message").textContent = message;
+  row.querySelector(".progress-message").classList.toggle("error", Boolean(state.error));
+  const links = row.children[4];
+  links.replaceChildren();
+  for (const [name, url] of Object.entries(state.links || {})) {
+    const a = document.createElement("a");
+    a.href = url;
+    a.textContent = name;
+    a.setAttribute("download", name);
+    links.append(a);
+  }
+}
+
+function poll(state) {
+  // Fallback when the event stream cannot be used: ask for the status until the job is final.
+  setTimeout(async () => {
+    try {
+      const next = await api(state.urls.status);
+      render(next);
+      if (!next.final) poll(next);
+    } catch (error) {
+      poll(state);
+    }
+  }, config.pollMs);
+}
+
+function follow(state) {
+  render(state);
+  if (state.final) return;
+  if (!("EventSource" in window)) return poll(state);
+  const source = new EventSource(state.urls.events);
+  let heard = false;
+  source.addEventListener("status", (event) => {
+    heard = true;
+    const next = JSON.parse(event.data);
+    render(next);
+    if (next.final) source.close();
+  });
+  source.onerror = () => {
+    // The server closes the stream at the final state and after a time limit; the browser reconnects
+    // unless we stop it. A stream that never delivered an event falls back to polling.
+    if (!heard) {
+      source.close();
+      poll(state);
+    }
+  };
+}
+
+async function upload(file) {
+  const status = document.getElementById("upload-status");
+  const kind = kindOf(file);
+  if (!kind) {
+    status.textContent = `${file.name}: choose a .csv file or an image.`;
+    return;
+  }
+  status.textContent = `Uploading ${file.name}...`;
+  const contentType = kind === "report" ? "text/csv" : file.type;
+  const form = await api(config.uploads, { kind, filename: file.name, content_type: contentType, size: file.size });
+  const body = new FormData();
+  for (const [name, value] of Object.entries(form.fields)) body.append(name, value);
+  body.append("file", new File([file], file.name, { type: contentType }));
+  const target = new URL(form.url, window.location.href);
+  const sameOrigin = target.origin === window.location.origin;
+  // Object storage on another origin answers without CORS headers: the upload is checked by the server next.
+  const response = await fetch(target, {
+    method: "POST",
+    body,
+    mode: sameOrigin ? "same-origin" : "no-cors",
+    credentials: sameOrigin ? "same-origin" : "omit",
+    headers: sameOrigin ? { "X-CSRFToken": csrfToken() } : {},
+  });
+  if (sameOrigin && !response.ok) {
+    const data = await response.json().catch(() => ({}));
+    throw new Error(data.error ? data.error.message : `upload failed: HTTP ${response.status}`);
+  }
+  status.textContent = `Starting the job for ${file.name}...`;
+  const started = await api(config.jobs, { kind, upload: form.upload });
+  const state = await api(started.urls.status);
+  status.textContent = `${file.name}: job started.`;
+  follow(state);
+}
+
+async function refreshQueues() {
+  try {
+    const data = await api(config.queues);
+    const body = document.querySelector("#queues tbody");
+    body.replaceChildren();
+    for (const [queue, depth] of Object.entries(data.queues)) {
+      const row = document.createElement("tr");
+      row.dataset.queue = queue;
+      row.append(cell(queue), cell(depth === null ? "?" : String(depth)));
+      body.append(row);
+    }
+    document.getElementById("queues-note").textContent = data.error
+      ? `Broker unreachable: ${data.error}`
+      : `Messages waiting in the ${data.transport} broker; tasks already handed to a worker are not counted.`;
+  } catch (error) {
+    document.getElementById("queues-note").textContent = `Queue depths unavailable: ${error.message}`;
+  }
+}
+
+document.getElementById("upload-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const input = document.getElementById("file");
+  const button = document.getElementById("start");
+  if (!input.files.length) return;
+  button.disabled = true;
+  try {
+    await upload(input.files[0]);
+    input.value = "";
+  } catch (error) {
+    document.getElementById("upload-status").textContent = `Error: ${error.message}`;
+  } finally {
+    button.disabled = false;
+  }
+});
+
+for (const state of JSON.parse(document.getElementById("initial-jobs").textContent).reverse()) follow(state);
+refreshQueues();
+setInterval(refreshQueues, 5000);

@@ -1,0 +1,188 @@
+"""The jobs API (start with 202, poll, stream over SSE), the queue-depth panel and the jobs page."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from functools import wraps
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.shortcuts import render
+from django.urls import reverse
+from django.views.csrf import csrf_failure as django_csrf_failure
+
+from . import selectors, services
+from .errors import JobsError, NotSignedInError, UnknownJobError
+from .models import Job
+from .queues import queue_depths
+from .requests import choice, read_json
+
+SIGN_IN = "Sign in first: the API uses the session cookie set by /accounts/login/ (see the README)."
+
+
+def error_response(exc: JobsError, **headers: str) -> JsonResponse:
+    """Return the JSON error body for ``exc`` with its HTTP status."""
+    return JsonResponse({"error": {"code": exc.code, "message": str(exc)}}, status=exc.status, headers=headers)
+
+
+def api(*methods: str) -> Callable[[Callable[..., HttpResponse]], Callable[..., HttpResponse]]:
+    """Wrap a JSON API view: signed-in users only, only ``methods``, every JobsError as a JSON 4xx."""
+
+    def decorate(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+        @wraps(view)
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            if request.method not in methods:
+                message = f"Method {request.method} is not allowed here; allowed: {', '.join(methods)}."
+                body = {"error": {"code": "method_not_allowed", "message": message}}
+                return JsonResponse(body, status=405, headers={"Allow": ", ".join(methods)})
+            try:
+                if not request.user.is_authenticated:
+                    raise NotSignedInError(SIGN_IN)
+                return view(request, *args, **kwargs)
+            except JobsError as exc:
+                return error_response(exc)
+
+        return wrapper
+
+    return decorate
+
+
+def parse_job_id(job_id: str) -> uuid.UUID:
+    """Return ``job_id`` as a UUID, or raise the same 404 an unknown id gets."""
+    try:
+        return uuid.UUID(job_id)
+    except ValueError:
+        raise UnknownJobError(f"No job with id {job_id[:80]!r}: job ids are UUIDs.") from None
+
+
+def job_urls(job: Job) -> dict[str, str]:
+    """Return the API URLs of ``job``."""
+    return {
+        "status": reverse("jobs:job", args=[job.id]),
+        "events": reverse("jobs:events", args=[job.id]),
+    }
+
+
+@api("POST")
+def upload_create(request: HttpRequest) -> HttpResponse:
+    """Return a one-use form that uploads a file straight to storage (presigned POST)."""
+    data = read_json(
+        request,
+        {"kind": str, "filename": str, "content_type": str, "size": int},
+        ("kind", "filename", "content_type", "size"),
+    )
+    kind = choice("kind", data["kind"], Job.Kind.values)
+    form = services.upload_create(
+        owner=request.user,
+        kind=kind,
+        filename=data["filename"],
+        content_type=data["content_type"],
+        size=data["size"],
+        request=request,
+    )
+    return JsonResponse(form, status=201)
+
+
+@api("GET", "POST")
+def jobs(request: HttpRequest) -> HttpResponse:
+    """List the user's jobs (GET) or start one from a finished upload (POST: 202 Accepted)."""
+    if request.method == "GET":
+        return JsonResponse({"jobs": [selectors.job_state(job, request) for job in selectors.jobs_of(request.user)]})
+    data = read_json(request, {"kind": str, "upload": str}, ("kind", "upload"))
+    kind = choice("kind", data["kind"], Job.Kind.values)
+    job = services.job_start(owner=request.user, kind=kind, upload=data["upload"])
+    urls = job_urls(job)
+    body = {"id": str(job.id), "kind": job.kind, "status": "pending", "urls": urls}
+    # 202: accepted, not done. The worker does the job; the client polls or streams the Location.
+    return JsonResponse(body, status=202, headers={"Location": urls["status"]})
+
+
+@api("GET")
+def job(request: HttpRequest, job_id: str) -> HttpResponse:
+    """Return the job's status, progress, timestamps, error and result links, without waiting."""
+    found = selectors.job_for(request.user, parse_job_id(job_id))
+    return JsonResponse(selectors.job_state(found, request))
+
+
+@api("GET")
+def queues(request: HttpRequest) -> HttpResponse:
+    """Return the messages waiting in each pool's queue."""
+    return JsonResponse(queue_depths())
+
+
+async def job_events(request: HttpRequest, job_id: str) -> HttpResponse:
+    """Stream the job's state as server-sent events until it reaches a final state."""
+    if request.method != "GET":
+        body = {"error": {"code": "method_not_allowed", "message": f"Method {request.method} is not allowed here."}}
+        return JsonResponse(body, status=405, headers={"Allow": "GET"})
+    user = await request.auser()
+    try:
+        if not user.is_authenticated:
+            raise NotSignedInError(SIGN_IN)
+        found = await selectors.ajob_for(user, parse_job_id(job_id))
+    except JobsError as exc:
+        return error_response(exc)
+    response = StreamingHttpResponse(event_stream(found, request), content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # nginx must pass events through, not buffer them
+    return response
+
+
+def sse(event: str, data: dict[str, Any]) -> str:
+    """Return one server-sent event."""
+    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+async def event_stream(found: Job, request: HttpRequest | None = None) -> AsyncIterator[str]:
+    """Yield an event on every status or progress change, a ping comment when idle, and stop at the end."""
+    ping_every = settings.JOBS_SSE_PING_SECONDS
+    poll_every = settings.JOBS_SSE_POLL_SECONDS
+    deadline = time.monotonic() + settings.JOBS_SSE_MAX_SECONDS
+    # EventSource reconnects after this many milliseconds when the stream ends before the job does.
+    yield f"retry: {int(poll_every * 1000) + 1000}\n\n"
+    last: tuple[Any, ...] | None = None
+    last_sent = time.monotonic()
+    while True:
+        state = await selectors.ajob_state(found, request)
+        # Presigned links change on every read: only status and progress decide whether to send.
+        seen = (state["status"], state["progress"], state["error"])
+        now = time.monotonic()
+        if seen != last:
+            yield sse("status", state)
+            last, last_sent = seen, now
+        if state["final"]:
+            return
+        if now - last_sent >= ping_every:
+            yield ": ping\n\n"  # keeps proxies and load balancers from closing an idle stream
+            last_sent = now
+        if now >= deadline:
+            return  # bounded streams: the browser reconnects and gets the current state first
+        await asyncio.sleep(poll_every)
+
+
+@login_required
+def index(request: HttpRequest) -> HttpResponse:
+    """Render the jobs page: upload a file, watch the jobs, download the results."""
+    context = {
+        "jobs": [selectors.job_state(job, request) for job in selectors.jobs_of(request.user)],
+        "limits": services.upload_limits(),
+        "poll_ms": int(settings.JOBS_SSE_POLL_SECONDS * 1000),
+    }
+    return render(request, "jobs/index.html", context)
+
+
+def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
+    """Answer a failed CSRF check with JSON under /api/, with Django's page elsewhere."""
+    if request.path.startswith("/api/"):
+        message = (
+            f"CSRF check failed ({reason}). Send the csrftoken cookie's value in the X-CSRFToken header "
+            "along with the session cookie."
+        )
+        return JsonResponse({"error": {"code": "csrf_failed", "message": message}}, status=403)
+    return django_csrf_failure(request, reason=reason)
