@@ -80,6 +80,13 @@ def django_db_modify_db_settings(request: pytest.FixtureRequest) -> None:
     settings.DATABASES["default"].update(config)
     settings.DATABASES["default"].pop("OPTIONS", None)
     settings.DATABASES["default"]["OPTIONS"] = {}
+    from django.db import connections
+
+    # A connection object made before this fixture ran keeps the SQLite backend (and would create an
+    # in-memory test database that worker subprocesses cannot see): drop it so PostgreSQL is used.
+    connections.close_all()
+    with contextlib.suppress(AttributeError):
+        del connections["default"]
 
 
 @pytest.fixture(scope="session")
@@ -122,6 +129,8 @@ def worker_env(clean_broker: str, transactional_db: None, tmp_path: Path) -> dic
         CELERY_BROKER_URL=clean_broker,
         RUN_DIR=str(tmp_path / "run"),
         PYTHONUNBUFFERED="1",
+        # As in the Procfile, compose and Kubernetes: SIGTERM starts the soft shutdown (README.md).
+        REMAP_SIGTERM="SIGQUIT",
     )
     if db["ENGINE"].endswith("sqlite3"):
         env["DATABASE_URL"] = f"sqlite:///{db['NAME']}"

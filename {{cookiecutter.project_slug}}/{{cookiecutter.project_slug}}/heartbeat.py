@@ -14,11 +14,18 @@ from pathlib import Path
 from typing import Any
 
 from celery import bootsteps
+from celery.utils.log import get_logger
 
 #: Seconds between two touches of the heartbeat file.
 INTERVAL = 5.0
 #: A file older than this many seconds means the worker is stuck or gone.
 MAX_AGE = 60.0
+NO_REMAP_WARNING = (
+    "REMAP_SIGTERM is not SIGQUIT: SIGTERM will wait for running tasks without limit (warm shutdown) instead "
+    "of requeueing them after the soft shutdown timeout; set REMAP_SIGTERM=SIGQUIT in the worker's environment."
+)
+
+logger = get_logger(__name__)
 
 
 def heartbeat_dir() -> Path:
@@ -44,6 +51,8 @@ class Heartbeat(bootsteps.StartStopStep):
         self.tref: Any = None
 
     def start(self, parent: Any) -> None:
+        if os.environ.get("REMAP_SIGTERM") != "SIGQUIT":
+            logger.warning(NO_REMAP_WARNING)
         queues = sorted(q.name for q in parent.task_consumer.queues) if parent.task_consumer else []
         self.path = heartbeat_path("+".join(queues) or "all")
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +24,26 @@ __all__ = [
 
 PoolType = Literal["prefork", "threads"]
 
-#: Seconds a claimed status row stays leased beyond the pool's hard time limit.
-LEASE_MARGIN = 30
+#: A claimed status row stays leased this fraction of the pool's hard time limit beyond it, so the pool
+#: has killed and reported an overrunning task before another delivery may reclaim the row.
+LEASE_MARGIN = 0.2
+#: The broker keeps an unacknowledged message this fraction of the longest lease beyond it before it
+#: redelivers the message (Redis ``visibility_timeout``): a task is never redelivered while leased.
+VISIBILITY_MARGIN = 0.1
+#: The smallest margin, in seconds, whatever the fractions give (the test settings' limits are seconds).
+MIN_MARGIN = 2
+#: A worker told to stop (SIGTERM, remapped to SIGQUIT) lets running tasks go on for at most this many
+#: seconds before it cancels and requeues them (``worker_soft_shutdown_timeout``; see
+#: :func:`soft_shutdown_timeout`).
+SOFT_SHUTDOWN_TIMEOUT = 20
+#: Seconds between the end of the soft shutdown and the orchestrator's SIGKILL: the cold shutdown cancels
+#: the remaining tasks, requeues their messages and closes the broker connection in this time.
+GRACE_MARGIN = 10
+
+
+def margin(seconds: int, fraction: float) -> int:
+    """Return ``fraction`` of ``seconds``, rounded up, and at least :data:`MIN_MARGIN`."""
+    return max(MIN_MARGIN, math.ceil(seconds * fraction))
 
 
 class UnknownQueueError(LookupError):
@@ -84,7 +103,7 @@ class Pool:
     @property
     def lease_seconds(self) -> int:
         """Return how long a claimed task may run before another worker may reclaim it."""
-        return self.time_limit + LEASE_MARGIN
+        return self.time_limit + margin(self.time_limit, LEASE_MARGIN)
 
     def worker_args(self) -> list[str]:
         """Return the ``celery worker`` options that start this pool."""
@@ -191,25 +210,32 @@ def route_task(name: str, args: Any, kwargs: Any, options: Any, task: Any = None
     return {"queue": pool.queue} if isinstance(pool, Pool) else None
 
 
-#: Seconds a worker told to stop (SIGTERM, remapped to SIGQUIT) lets running tasks finish
-#: before it requeues them and exits (``worker_soft_shutdown_timeout``).
-SOFT_SHUTDOWN_TIMEOUT = 20
-#: Seconds between the soft shutdown timeout and the orchestrator's SIGKILL.
-GRACE_MARGIN = 10
+def soft_shutdown_timeout(pools: Iterable[Pool] = POOLS) -> int:
+    """Return how long a stopping worker lets running tasks finish before it requeues them.
+
+    :data:`SOFT_SHUTDOWN_TIMEOUT`, but at most half the shortest soft time limit: a task that needs
+    longer is better requeued for a worker that stays than waited for by one that is leaving.
+    """
+    return max(1, min(SOFT_SHUTDOWN_TIMEOUT, *(p.soft_time_limit // 2 for p in pools)))
 
 
-def stop_grace_period(pool: Pool) -> int:
-    """Return the orchestrator's grace period for ``pool``: soft shutdown plus a margin."""
-    return SOFT_SHUTDOWN_TIMEOUT + GRACE_MARGIN
+def stop_grace_period(pool: Pool, pools: Iterable[Pool] = POOLS) -> int:
+    """Return the orchestrator's grace period for ``pool``'s worker: the soft shutdown plus a margin.
 
-
-#: Seconds the broker waits beyond the longest lease before redelivering an unacknowledged task.
-VISIBILITY_MARGIN = 60
+    The soft shutdown is one setting for every worker, so today every pool gets the same period.
+    """
+    return soft_shutdown_timeout(pools) + GRACE_MARGIN
 
 
 def visibility_timeout(pools: Iterable[Pool] = POOLS) -> int:
     """Return the Redis visibility timeout: above every pool's lease, so no running task is redelivered."""
-    return max(p.lease_seconds for p in pools) + VISIBILITY_MARGIN
+    longest = max(p.lease_seconds for p in pools)
+    return longest + margin(longest, VISIBILITY_MARGIN)
+
+
+def restore_interval(pools: Iterable[Pool] = POOLS) -> int:
+    """Return how often, in seconds, a worker looks for messages whose visibility timeout has passed."""
+    return max(1, min(10, visibility_timeout(pools) // 10))
 
 
 def broker_transport_options(broker_url: str, run_dir: Path, pools: Iterable[Pool] = POOLS) -> dict[str, Any]:
@@ -219,7 +245,14 @@ def broker_transport_options(broker_url: str, run_dir: Path, pools: Iterable[Poo
         control = str(run_dir / "broker" / "control")
         return {"data_folder_in": folder, "data_folder_out": folder, "control_folder": control}
     if broker_url.startswith(("redis", "rediss")):
-        return {"visibility_timeout": visibility_timeout(pools)}
+        pools = tuple(pools)
+        # kombu looks for overdue messages every interval x throttle seconds (100 s by default): scan on every
+        # tick, and tick often enough that a message of a SIGKILLed worker returns soon after the timeout.
+        return {
+            "visibility_timeout": visibility_timeout(pools),
+            "unacked_restore_interval": restore_interval(pools),
+            "unacked_restore_throttle": 1,
+        }
     return {}
 
 
@@ -230,4 +263,5 @@ def celery_settings(registry: tuple[Pool, ...], broker_url: str, result_backend:
         "CELERY_TASK_DEFAULT_QUEUE": registry[0].queue,
         "CELERY_BROKER_TRANSPORT_OPTIONS": broker_transport_options(broker_url, run_dir, registry),
         "CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS": broker_transport_options(result_backend, run_dir, registry),
+        "CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT": soft_shutdown_timeout(registry),
     }

@@ -38,6 +38,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "{{ cookiecutter.project_slug }}.apps.ProjectConfig",
     "{{ cookiecutter.project_slug }}.demo",
     "{{ cookiecutter.project_slug }}.claimcheck",
 ]
@@ -164,6 +165,22 @@ if CELERY_RESULT_BACKEND.startswith("file://"):
     _embedded_folders.append(Path(CELERY_RESULT_BACKEND.removeprefix("file://")))
 for _folder in _embedded_folders:
     _folder.mkdir(parents=True, exist_ok=True)
+
+# ------------------------------------------------------------------------------
+# Delivery and shutdown: at-least-once delivery and deploys that lose nothing. The numbers (time limits,
+# leases, visibility timeout, soft shutdown, grace periods) come from pools.py; `manage.py check`
+# fails when they disagree. README.md, "What happens when you deploy", tells the whole story.
+# https://docs.celeryq.dev/en/stable/userguide/workers.html#soft-shutdown
+# ------------------------------------------------------------------------------
+# Acknowledge after the task body: a worker that dies mid-task leaves the message to be redelivered.
+CELERY_TASK_ACKS_LATE = True
+# Without this a prefork child killed by SIGKILL or the OOM killer is acknowledged and its task lost;
+# with it the task is requeued, and the status row's attempt cap ends a task that kills its worker.
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# After losing the broker, stop the tasks whose messages will be redelivered anyway: no parallel duplicate.
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+# An idle worker stops at once; held ETA messages are requeued when the broker connection closes.
+CELERY_WORKER_ENABLE_SOFT_SHUTDOWN_ON_IDLE = False
 
 # JSON only: a broker that accepts pickle lets anyone who can publish run code on workers.
 CELERY_ACCEPT_CONTENT = ["json"]

@@ -1,0 +1,73 @@
+"""Test-only tasks for the shutdown and redelivery tests: each leaves markers a test can count."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Any
+
+from celery import shared_task
+from django.db import IntegrityError, transaction
+from django.db.models import F
+
+from {{ cookiecutter.project_slug }} import pools
+from tests.effects.models import Counter, Effect
+
+
+def bump(name: str) -> None:
+    """Add one to the counter ``name``, creating it at zero first."""
+    Counter.objects.get_or_create(name=name)
+    Counter.objects.filter(name=name).update(value=F("value") + 1)
+
+
+def count(name: str) -> int:
+    """Return the value of the counter ``name`` (0 when it does not exist)."""
+    row = Counter.objects.filter(name=name).first()
+    return row.value if row else 0
+
+
+def record_effect(key: str, task_id: str, seconds: float = 0.0) -> str:
+    """Mark the start, work ``seconds``, then record the effect once; a repeat delivery does nothing.
+
+    Returns ``done`` for the first completion, ``repeat`` when an earlier delivery already completed it.
+    A second completion racing the first (two deliveries running at once) is counted as ``duplicate:<key>``.
+    """
+    bump(f"started:{key}")
+    if Effect.objects.filter(key=key).exists():
+        bump(f"repeat:{key}")
+        return "repeat"
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:  # short sleeps: a signal lands between them
+        time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+    try:
+        with transaction.atomic():
+            Effect.objects.create(key=key, task_id=task_id, worker=str(os.getpid()))
+    except IntegrityError:
+        bump(f"duplicate:{key}")
+        return "duplicate"
+    return "done"
+
+
+def _make(pool: pools.Pool) -> Any:
+    @shared_task(bind=True, name=f"tests.tasks_shutdown.effect_{pool.name}", worker_pool=pool)
+    def effect(self: Any, key: str, seconds: float = 0.0) -> str:
+        return record_effect(key, self.request.id, seconds)
+
+    return effect
+
+
+effect_default = _make(pools.DEFAULT)
+effect_images = _make(pools.IMAGES)
+effect_emails = _make(pools.EMAILS)
+effect_reports = _make(pools.REPORTS)
+#: The effect task of each pool, by pool name.
+EFFECT_TASKS = {"default": effect_default, "images": effect_images, "emails": effect_emails, "reports": effect_reports}
+
+
+@shared_task(bind=True, worker_pool=pools.DEFAULT)
+def kill_own_process(self: Any, key: str) -> str:
+    """Kill the process running this task with SIGKILL, every time it is delivered."""
+    bump(f"started:{key}")
+    os.kill(os.getpid(), signal.SIGKILL)
+    return "unreachable"
