@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,14 +48,18 @@ def s3_storage_options(endpoint: str, bucket: str) -> dict[str, Any]:
 
 
 @pytest.fixture
-def s3_bucket(s3_endpoint: str) -> Iterator[tuple[str, str]]:
+def s3_bucket(s3_endpoint: str) -> tuple[str, str]:
     """Create a fresh bucket on the S3 API server; yield (endpoint, bucket)."""
     bucket = f"claimcheck-{uuid.uuid4().hex[:12]}"
     client = boto3.client(
-        "s3", endpoint_url=s3_endpoint, region_name=REGION, aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY
+        "s3",
+        endpoint_url=s3_endpoint,
+        region_name=REGION,
+        aws_access_key_id=ACCESS_KEY,
+        aws_secret_access_key=SECRET_KEY,
     )
     client.create_bucket(Bucket=bucket)
-    yield s3_endpoint, bucket
+    return s3_endpoint, bucket
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -74,7 +77,10 @@ def claimcheck_backend(request: pytest.FixtureRequest, settings: Any, tmp_path: 
         settings.STORAGES = storages
         return ClaimCheckBackend("local")
     endpoint, bucket = request.getfixturevalue("s3_bucket")
-    storages["claimcheck"] = {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": s3_storage_options(endpoint, bucket)}
+    storages["claimcheck"] = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": s3_storage_options(endpoint, bucket),
+    }
     settings.STORAGES = storages
     settings.AWS_S3_PUBLIC_ENDPOINT_URL = None
     env = {

@@ -18,10 +18,11 @@ BODY_RAN = "claimcheck-body-ran"
 def pattern(size: int, seed: str) -> str:
     """Return a deterministic string of ``size`` characters that does not compress to nothing."""
     block = hashlib.sha256(seed.encode()).hexdigest()
-    out = []
-    while sum(map(len, out)) < size:
+    out, length = [], 0
+    while length < size:
         block = hashlib.sha256(block.encode()).hexdigest()
-        out.append(block * 32)
+        out.append(block * 64)
+        length += len(block) * 64
     return "".join(out)[:size]
 
 

@@ -106,16 +106,16 @@ def _signed(**overrides):
     ("token", "message"),
     [
         pytest.param(lambda: _signed(key="../../etc/passwd"), "'../../etc/passwd' is refused", id="dotdot"),
-        pytest.param(lambda: _signed(key="args/../../../etc/7f1e6c1a-3f0a-4c1e-9a57-0b8f1d2c3e4f"), "no '..'", id="dotdot-mid"),
+        pytest.param(
+            lambda: _signed(key="args/../../../etc/7f1e6c1a-3f0a-4c1e-9a57-0b8f1d2c3e4f"), "no '..'", id="dotdot-mid"
+        ),
         pytest.param(lambda: _signed(key="/etc/7f1e6c1a-3f0a-4c1e-9a57-0b8f1d2c3e4f"), "no leading '/'", id="absolute"),
         pytest.param(lambda: _signed(storage="default"), "storage 'default'", id="other-storage"),
         pytest.param(
             lambda: signing.dumps({"key": "args/x"}, salt="another.salt"), "forged or altered", id="wrong-salt"
         ),
         pytest.param(
-            lambda: signing.dumps(
-                Reference.from_token(_signed()).__dict__, key="not-the-project-secret", salt=SALT
-            ),
+            lambda: signing.dumps(Reference.from_token(_signed()).__dict__, key="not-the-project-secret", salt=SALT),
             "forged or altered",
             id="forged",
         ),

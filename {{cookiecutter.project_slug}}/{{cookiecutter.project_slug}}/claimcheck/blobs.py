@@ -36,9 +36,10 @@ def get_storage() -> Storage:
 
 def is_s3(storage: Storage) -> bool:
     """Return whether ``storage`` is django-storages' S3 backend (read and listed through boto3 directly)."""
-    from storages.backends.s3 import S3Storage
-
-    return isinstance(storage, S3Storage)
+    # Compared by name: importing boto3 costs seconds, and a local-disk project never needs it.
+    return any(
+        f"{cls.__module__}.{cls.__qualname__}" == "storages.backends.s3.S3Storage" for cls in type(storage).__mro__
+    )
 
 
 def object_key(storage: Storage, key: str) -> str:
