@@ -44,7 +44,8 @@ def render_process_files() -> None:
     sys.path.insert(0, str(package))
     try:
         spec = importlib.util.spec_from_file_location("procfiles", package / "procfiles.py")
-        assert spec and spec.loader
+        if spec is None or spec.loader is None:
+            raise SystemExit(f"ERROR: cannot load {package / 'procfiles.py'} to render the process files.")
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         module.write_all(PROJECT)

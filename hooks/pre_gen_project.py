@@ -6,22 +6,25 @@ import sys
 
 SLUG = "{{ cookiecutter.project_slug }}"
 
-#: Modules the generated project imports; a package of the same name would shadow them.
+#: Modules the generated project imports, and its own top-level folders: a package named like one shadows it.
 RESERVED = {
-    "amqp", "billiard", "boto3", "botocore", "celery", "config", "django", "environ", "flower",
-    "honcho", "kombu", "moto", "packaging", "pillow", "pil", "psycopg", "pytest", "redis",
-    "storages", "tests", "uvicorn", "vine", "yaml",
-}
+    # dependencies
+    "amqp", "billiard", "boto3", "botocore", "celery", "click", "config", "django", "environ", "flower",
+    "honcho", "kombu", "moto", "packaging", "pil", "pillow", "psycopg", "pytest", "redis", "storages",
+    "uvicorn", "vine", "yaml",
+    # the project's own folders and modules, and the standard library's test package
+    "bench", "conftest", "manage", "scripts", "test", "tests",
+}  # fmt: skip
 
 
 def problem(slug: str) -> str | None:
     """Return why ``slug`` cannot be used, or ``None`` when it can."""
     if not re.fullmatch(r"[a-z][a-z0-9_]*", slug):
         return "it must be a lowercase Python identifier: a letter, then letters, digits or underscores"
-    if keyword.iskeyword(slug):
+    if keyword.iskeyword(slug) or keyword.issoftkeyword(slug):
         return "it is a Python keyword"
     if slug in sys.stdlib_module_names or slug in RESERVED:
-        return "it clashes with a module of the standard library or a dependency"
+        return "it clashes with a module of the standard library, a dependency or a folder of the project"
     return None
 
 

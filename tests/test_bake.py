@@ -1,0 +1,142 @@
+"""Every option combination bakes into a clean, lint-free project; bad slugs are refused; secrets are fresh."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import COMBINATIONS, TEMPLATE, bake_into, project_env, run
+
+#: Folders a bake or a test run creates that are not generated files.
+NOT_GENERATED = {".venv", "run", ".pytest_cache", ".ruff_cache", "__pycache__"}
+SECRETS = ("DJANGO_SECRET_KEY", "FLOWER_PASSWORD")
+
+
+def generated_files(project: Path) -> list[Path]:
+    """Return every file the bake wrote."""
+    files = []
+    for root, dirs, names in os.walk(project):
+        dirs[:] = [d for d in dirs if d not in NOT_GENERATED]
+        files += [Path(root) / name for name in names]
+    return files
+
+
+def env_values(path: Path) -> dict[str, str]:
+    """Return the ``NAME=value`` lines of an env file."""
+    lines = [line for line in path.read_text().splitlines() if "=" in line and not line.startswith("#")]
+    return dict(line.split("=", 1) for line in lines)
+
+
+@pytest.mark.parametrize("combination", COMBINATIONS)
+def test_no_template_syntax_is_left(bake, combination):
+    project = bake(combination)
+    files = generated_files(project.path)
+    assert len(files) > 30
+    for path in files:
+        text = path.read_text(errors="replace")
+        name = path.relative_to(project.path)
+        assert "cookiecutter" not in text.lower(), f"{name} mentions cookiecutter"
+        if path.suffix == ".html":  # Django templates have their own {{ }} and {% %}
+            continue
+        assert "{{" not in text, f"{name} still has '{{{{'"
+        assert "{%" not in text, f"{name} still has '{{%'"
+
+
+@pytest.mark.parametrize("combination", COMBINATIONS)
+def test_ruff_is_clean_and_the_lock_installs(synced, combination):
+    project = synced(combination)
+    check = run(["uv", "run", "--locked", "ruff", "check", "."], project.path)
+    assert check.returncode == 0, check.stdout[-4000:]
+    formatted = run(["uv", "run", "--locked", "ruff", "format", "--check", "."], project.path)
+    assert formatted.returncode == 0, formatted.stdout[-4000:]
+
+
+def test_the_slug_names_the_package_everywhere(synced):
+    project = synced("acme-jobs")
+    assert (project.path / "acme_jobs" / "celery.py").exists()
+    assert not (project.path / "proj").exists()
+    assert 'name = "acme_jobs"' in (project.path / "pyproject.toml").read_text()
+    procfile = (project.path / "Procfile").read_text()
+    assert "celery -A acme_jobs worker -Q images" in procfile
+    # The package imports and Django starts under its own name.
+    check = run(["uv", "run", "--locked", "python", "manage.py", "check"], project.path)
+    assert check.returncode == 0, check.stdout + check.stderr
+    info = run(["uv", "run", "--locked", "python", "-m", "acme_jobs.procfiles", str(project.path)], project.path)
+    assert info.returncode == 0, info.stderr
+    assert (project.path / "Procfile").read_text() == procfile
+
+
+@pytest.mark.parametrize("combination", COMBINATIONS)
+def test_kubernetes_manifests_only_when_chosen(bake, combination):
+    project = bake(combination)
+    manifests = sorted(p.name for p in (project.path / "k8s").glob("*.yaml"))
+    if project.context.get("kubernetes_manifests") == "y":
+        assert {"kustomization.yaml", "web.yaml", "beat.yaml", "flower.yaml", "worker-images.yaml"} <= set(manifests)
+        assert f"{project.slug}-worker-reports" in (project.path / "k8s" / "worker-reports.yaml").read_text()
+    else:
+        assert not (project.path / "k8s").exists()
+        assert "KUBERNETES_MANIFESTS = False" in (project.path / project.slug / "procfiles.py").read_text()
+
+
+@pytest.mark.parametrize("slug", ["celery", "django", "test", "1abc", "My-Proj", "class"])
+def test_bad_slug_fails_the_pre_gen_hook_naming_it(slug, tmp_path):
+    cli = [sys.executable, "-m", "cookiecutter", "--no-input", "-o", str(tmp_path)]
+    done = subprocess.run(
+        [*cli, str(TEMPLATE), f"project_slug={slug}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert f"project_slug {slug!r}" in done.stderr, done.stderr[-2000:]
+    assert not any(tmp_path.iterdir()), "a refused bake left files behind"
+
+
+def test_env_has_fresh_secrets_and_is_ignored(bake, tmp_path):
+    project = bake("default")
+    env_file = project.path / ".env"
+    assert env_file.exists()
+    assert env_file.stat().st_mode & 0o077 == 0, ".env is readable by other users"
+    values = env_values(env_file)
+    example = env_values(project.path / ".env.example")
+    for name in SECRETS:
+        assert len(values[name]) >= 32, name
+        assert example[name] == "", f".env.example carries a value for {name}"
+    assert len(values["DJANGO_SECRET_KEY"]) >= 50  # production settings refuse shorter keys
+
+    again = env_values(bake_into(tmp_path) / ".env")
+    for name in SECRETS:
+        assert again[name] != values[name], f"two bakes share {name}"
+
+    if shutil.which("git") is None:
+        pytest.fail("git is not installed", pytrace=False)
+    repo = tmp_path / "repo"
+    shutil.copytree(project.path, repo, ignore=shutil.ignore_patterns(".venv"))
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    ignored = subprocess.run(["git", "check-ignore", "-q", ".env"], cwd=repo, check=False)
+    assert ignored.returncode == 0, ".env is not git-ignored"
+    tracked = subprocess.run(["git", "check-ignore", "-q", ".env.example"], cwd=repo, check=False)
+    assert tracked.returncode == 1, ".env.example is git-ignored"
+
+
+def test_default_project_make_test_passes(synced, capsys):
+    """Run the default bake's own `make test`: lint and its whole suite against real services and workers."""
+    project = synced("default")
+    if shutil.which("make") is None:
+        pytest.fail("make is not installed", pytrace=False)
+    log = project.path / "make-test.log"
+    with log.open("w") as out:
+        done = subprocess.run(
+            ["make", "test"], cwd=project.path, env=project_env(), stdout=out, stderr=subprocess.STDOUT, timeout=1800
+        )
+    lines = log.read_text(errors="replace").splitlines()
+    summary = [line for line in lines if " passed" in line or " failed" in line or " error" in line]
+    with capsys.disabled():
+        print(f"\ngenerated project's make test: {summary[-1] if summary else 'no pytest summary'}")
+    assert done.returncode == 0, "\n".join(lines[-150:])
