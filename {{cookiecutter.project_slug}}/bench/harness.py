@@ -1,0 +1,109 @@
+"""Shared pieces of the benchmarks: real services, worker processes, statistics and the report."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.services import PACKAGE, PROJECT_DIR, Process, postgres_server, redis_server, wait_until
+
+BENCH_SETTINGS = "bench.settings"
+
+
+@dataclass
+class Stack:
+    """Real Redis and PostgreSQL started for one benchmark run, and the environment that reaches them."""
+
+    workdir: Path
+    redis_url: str
+    database_url: str
+    env: dict[str, str] = field(default_factory=dict)
+
+    def worker(self, queue: str, *extra: str, env: dict[str, str] | None = None, name: str = "") -> Process:
+        """Start ``celery worker -Q queue`` and wait until it consumes."""
+        node = name or f"{queue}-{time.monotonic_ns()}"
+        beats = self.workdir / "heartbeat" / node
+        worker_env = {**self.env, "WORKER_HEARTBEAT_DIR": str(beats), **(env or {})}
+        argv = [sys.executable, "-m", "celery", "-A", PACKAGE, "worker", "-Q", queue, "-n", f"{node}@%h", *extra]
+        argv += ["-l", "WARNING", "--without-mingle", "--without-gossip"]
+        proc = Process(argv, self.workdir / "logs" / f"{node}.log", env=worker_env).start()
+        beat = beats / f"{queue}.alive"
+        wait_until(lambda: beat.exists() or not proc.alive(), 60, f"worker {node} to start")
+        if not proc.alive():
+            raise RuntimeError(f"worker {node} exited at start:\n{proc.log()[-3000:]}")
+        return proc
+
+
+@contextlib.contextmanager
+def stack() -> Iterator[Stack]:
+    """Start Redis and PostgreSQL on loopback, migrate, and point this process at them."""
+    workdir = Path(tempfile.mkdtemp(prefix="bench-"))
+    with redis_server(workdir / "redis") as redis_url, postgres_server(Path(tempfile.mkdtemp(prefix="pg-"))) as db:
+        env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": BENCH_SETTINGS,
+            "DATABASE_URL": db,
+            "CELERY_BROKER_URL": redis_url,
+            "RUN_DIR": str(workdir / "run"),
+            "PYTHONUNBUFFERED": "1",
+        }
+        subprocess.run(
+            [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=PROJECT_DIR, env=env, check=True
+        )
+        os.environ.update({k: env[k] for k in ("DJANGO_SETTINGS_MODULE", "DATABASE_URL", "CELERY_BROKER_URL", "RUN_DIR")})
+        import django
+
+        django.setup()
+        yield Stack(workdir, redis_url, db, env)
+
+
+def repeat(times: int, measure: Callable[[], float]) -> list[float]:
+    """Call ``measure`` ``times`` times and return the values."""
+    return [measure() for _ in range(times)]
+
+
+def summary(values: Sequence[float]) -> dict[str, float]:
+    """Return the median and spread (min, max) of ``values``."""
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
+
+
+def percentile(values: Sequence[float], pct: float) -> float:
+    """Return the ``pct`` percentile of ``values`` (nearest rank)."""
+    ordered = sorted(values)
+    index = max(0, min(len(ordered) - 1, round(pct / 100 * len(ordered) + 0.5) - 1))
+    return ordered[index]
+
+
+def machine() -> dict[str, Any]:
+    """Describe the machine and versions the figures were measured on."""
+    import celery
+    import django
+    import kombu
+
+    redis_version = subprocess.run(["redis-server", "--version"], capture_output=True, text=True, check=False).stdout
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "cpu": f"{os.cpu_count()} cores, {platform.machine()}",
+        "python": platform.python_version(),
+        "django": django.__version__,
+        "celery": celery.__version__,
+        "kombu": kombu.__version__,
+        "redis": redis_version.split()[2].removeprefix("v=") if redis_version else "?",
+    }
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write ``data`` as indented JSON."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, default=str))

@@ -1,0 +1,108 @@
+"""Run the benchmarks against real Redis and PostgreSQL and write a Markdown report.
+
+    uv run python -m bench.run                     # every scenario, full size
+    uv run python -m bench.run --only throughput --count 500 --repeats 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from . import harness
+
+SCENARIOS = ("throughput", "enqueue", "payloads", "sse", "shutdown")
+
+
+def _runners(args: argparse.Namespace) -> dict[str, Callable[[harness.Stack], Any]]:
+    from . import shutdown, throughput
+
+    runners: dict[str, Callable[[harness.Stack], Any]] = {
+        "throughput": lambda s: throughput.throughput(s, args.count, args.repeats),
+        "enqueue": lambda s: throughput.enqueue_latency(s, args.latency_count),
+        "shutdown": lambda s: shutdown.shutdown(s, args.repeats),
+    }
+    try:
+        from . import payloads
+
+        runners["payloads"] = lambda s: payloads.payloads(s, args.payload_tasks, args.payload_mb, args.repeats)
+    except ImportError:
+        pass
+    try:
+        from . import sse
+
+        runners["sse"] = lambda s: sse.sse(s, args.streams)
+    except ImportError:
+        pass
+    return runners
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.3f}" if value < 100 else f"{value:,.0f}"
+    return str(value)
+
+
+def render(meta: dict[str, Any], results: dict[str, Any], elapsed: float) -> str:
+    """Return the Markdown report of one run."""
+    lines = ["# Benchmark results", ""]
+    lines += [f"- {k}: {v}" for k, v in meta.items()]
+    lines += [f"- whole run: {elapsed:.0f} s", ""]
+    for scenario, data in results.items():
+        lines += [f"## {scenario}", ""]
+        rows = [(k, v) for k, v in data.items() if isinstance(v, dict)]
+        scalars = [(k, v) for k, v in data.items() if not isinstance(v, dict)]
+        if rows:
+            columns = list(dict.fromkeys(c for _, v in rows for c in v))
+            lines.append("| case | " + " | ".join(columns) + " |")
+            lines.append("|---|" + "---|" * len(columns))
+            lines += ["| " + k + " | " + " | ".join(_fmt(v.get(c, "")) for c in columns) + " |" for k, v in rows]
+            lines.append("")
+        lines += [f"- {k}: **{_fmt(v)}**" for k, v in scalars]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the chosen scenarios and write the report."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", action="append", choices=SCENARIOS, help="run only this scenario (repeatable)")
+    parser.add_argument("--count", type=int, default=5000, help="no-op tasks per throughput measurement")
+    parser.add_argument("--latency-count", type=int, default=2000, help="enqueues per kind for latency")
+    parser.add_argument("--payload-tasks", type=int, default=100)
+    parser.add_argument("--payload-mb", type=float, default=5.0)
+    parser.add_argument("--streams", type=int, default=1000, help="concurrent SSE streams")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=Path("bench/results.md"))
+    args = parser.parse_args(argv)
+
+    started = time.monotonic()
+    results: dict[str, Any] = {}
+    with harness.stack() as stack:
+        runners = _runners(args)
+        for name in args.only or SCENARIOS:
+            if name not in runners:
+                print(f"{name}: not available in this project", file=sys.stderr)
+                continue
+            print(f"running {name} ...", flush=True)
+            results[name] = runners[name](stack)
+            print(json.dumps(results[name], indent=2, default=str), flush=True)
+        meta = harness.machine()
+    meta["parameters"] = (
+        f"count={args.count}, latency-count={args.latency_count}, payloads={args.payload_tasks}x{args.payload_mb} MB, "
+        f"streams={args.streams}, repeats={args.repeats}"
+    )
+    report = render(meta, results, time.monotonic() - started)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(report)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,21 @@
+"""Settings for benchmarks: production-like delivery settings on the services the harness starts.
+
+``BENCH_CELERY_DEFAULTS=1`` resets the delivery settings to Celery's own defaults, the baseline a
+user without this template would run.
+"""
+
+import os
+
+from {{ cookiecutter.project_slug }}.settings.local import *  # noqa: F403
+
+DEBUG = False
+INSTALLED_APPS = [*INSTALLED_APPS, "tests.effects"]  # noqa: F405
+CELERY_IMPORTS = ("bench.tasks",)
+LOGGING = {"version": 1, "disable_existing_loggers": False, "root": {"level": "WARNING"}}
+
+if os.environ.get("BENCH_CELERY_DEFAULTS") == "1":
+    CELERY_TASK_ACKS_LATE = False
+    CELERY_TASK_REJECT_ON_WORKER_LOST = False
+    CELERY_WORKER_PREFETCH_MULTIPLIER = 4
+    CELERY_TASK_TRACK_STARTED = False
+    CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False

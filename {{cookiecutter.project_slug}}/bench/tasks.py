@@ -1,0 +1,65 @@
+"""Tasks the benchmarks run: the same no-op body on plain Celery and on the idempotent base task."""
+
+from __future__ import annotations
+
+import functools
+import time
+from typing import Any
+
+import redis
+from celery import Task, shared_task
+from django.conf import settings
+
+from {{ cookiecutter.project_slug }}.claimcheck.base import ClaimCheckTask
+from {{ cookiecutter.project_slug }}.idempotency.base import IdempotentTask
+from {{ cookiecutter.project_slug }}.pools import DEFAULT, EMAILS
+
+#: Redis key the no-op tasks increment, so the benchmark sees completions at the same cost for each kind.
+DONE_KEY = "bench:done"
+
+
+@functools.cache
+def _redis() -> redis.Redis:
+    return redis.Redis.from_url(settings.CELERY_BROKER_URL)
+
+
+@shared_task(base=Task, worker_pool=DEFAULT, ignore_result=True)
+def noop_plain(i: int) -> None:
+    """Count one completion, as a plain Celery task."""
+    _redis().incr(DONE_KEY)
+
+
+@shared_task(base=IdempotentTask, worker_pool=DEFAULT)
+def noop_idempotent(i: int) -> None:
+    """Count one completion, on the idempotent base task."""
+    _redis().incr(DONE_KEY)
+
+
+@shared_task(base=Task, worker_pool=DEFAULT, ignore_result=True)
+def consume_payload(payload: Any) -> int:
+    """Count one completion of a plain Celery task that carried its large payload inline; return its size."""
+    _redis().incr(DONE_KEY)
+    return len(payload)
+
+
+@shared_task(worker_pool=DEFAULT, ignore_result=True)
+def sleep_on_default(seconds: float) -> None:
+    """Mark the start, then sleep: a busy prefork worker for the shutdown scenario."""
+    _redis().incr("bench:started")
+    time.sleep(seconds)
+    _redis().incr(DONE_KEY)
+
+
+@shared_task(worker_pool=EMAILS, ignore_result=True)
+def sleep_on_emails(seconds: float) -> None:
+    """Mark the start, then sleep: a busy threads worker for the shutdown scenario."""
+    _redis().incr("bench:started")
+    time.sleep(seconds)
+    _redis().incr(DONE_KEY)
+
+
+@shared_task(base=ClaimCheckTask, worker_pool=DEFAULT, ignore_result=True)
+def consume_payload_claimcheck(payload: Any) -> int:
+    """Count one completion of a task whose large payload travelled as a claim-check reference."""
+    _redis().incr(DONE_KEY)
+    return len(payload)

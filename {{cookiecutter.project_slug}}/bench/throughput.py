@@ -1,0 +1,87 @@
+"""Scenario 1 and 2: throughput of no-op tasks and enqueue latency, plain Celery against the base task."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import redis
+
+from .harness import Stack, percentile, summary
+
+PLAIN_DEFAULTS = "plain @shared_task, Celery defaults"
+PLAIN_PROJECT = "plain @shared_task, project delivery settings"
+IDEMPOTENT = "IdempotentTask (status row), project delivery settings"
+
+
+def _drain_rate(stack: Stack, count: int, env: dict[str, str], extra: tuple[str, ...]) -> float:
+    """Start a default-pool worker on a prefilled queue and return completed tasks per second."""
+    from .tasks import DONE_KEY
+
+    client = redis.Redis.from_url(stack.redis_url)
+    worker = stack.worker("default", *extra, env=env)
+    try:
+        deadline = time.monotonic() + 600
+        while int(client.get(DONE_KEY) or 0) < 1:
+            if time.monotonic() > deadline:
+                raise TimeoutError("no task completed")
+            time.sleep(0.005)
+        first = time.monotonic()
+        while (done := int(client.get(DONE_KEY) or 0)) < count:
+            if time.monotonic() > deadline or not worker.alive():
+                raise TimeoutError(f"only {done}/{count} tasks completed:\n{worker.log()[-2000:]}")
+            time.sleep(0.005)
+        return (count - 1) / (time.monotonic() - first)
+    finally:
+        worker.stop()
+
+
+def _reset(stack: Stack) -> None:
+    from {{ cookiecutter.project_slug }}.idempotency.models import TaskRecord
+
+    redis.Redis.from_url(stack.redis_url).flushdb()
+    TaskRecord.objects.all().delete()
+
+
+def throughput(stack: Stack, count: int, repeats: int) -> dict[str, Any]:
+    """Measure tasks per second through one default-pool worker for each kind of task."""
+    from .tasks import noop_idempotent, noop_plain
+
+    defaults_env = {"BENCH_CELERY_DEFAULTS": "1"}
+    # Celery's defaults: prefork, one process per core, prefetch 4; the project's: the registry's default pool.
+    defaults_args = ("-P", "prefork", "-c", "2", "--prefetch-multiplier", "4")
+    kinds = {
+        PLAIN_DEFAULTS: (lambda i: noop_plain.delay(i), defaults_env, defaults_args),
+        PLAIN_PROJECT: (lambda i: noop_plain.delay(i), {}, ()),
+        IDEMPOTENT: (lambda i: noop_idempotent.enqueue(i), {}, ()),
+    }
+    rates: dict[str, list[float]] = {kind: [] for kind in kinds}
+    for repeat in range(repeats):
+        for kind, (send, env, extra) in kinds.items():
+            _reset(stack)
+            for i in range(count):
+                send(repeat * count + i)
+            rates[kind].append(_drain_rate(stack, count, env, extra))
+    result = {kind: summary(values) for kind, values in rates.items()}
+    result["ratio idempotent / plain (same settings)"] = result[IDEMPOTENT]["median"] / result[PLAIN_PROJECT]["median"]
+    return result
+
+
+def enqueue_latency(stack: Stack, count: int) -> dict[str, Any]:
+    """Measure p50/p99 of ``delay()`` against ``enqueue()`` (row + publish on commit), no worker running."""
+    from .tasks import noop_idempotent, noop_plain
+
+    _reset(stack)
+    timings: dict[str, list[float]] = {"plain delay()": [], "IdempotentTask.enqueue()": []}
+    for i in range(count):
+        started = time.perf_counter()
+        noop_plain.delay(i)
+        timings["plain delay()"].append(time.perf_counter() - started)
+        started = time.perf_counter()
+        noop_idempotent.enqueue(i)
+        timings["IdempotentTask.enqueue()"].append(time.perf_counter() - started)
+    _reset(stack)
+    return {
+        kind: {"p50_ms": percentile(v, 50) * 1000, "p99_ms": percentile(v, 99) * 1000, "n": len(v)}
+        for kind, v in timings.items()
+    }
