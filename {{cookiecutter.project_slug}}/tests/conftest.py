@@ -71,6 +71,12 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def django_db_modify_db_settings(request: pytest.FixtureRequest) -> None:
     """Point the test database at real PostgreSQL unless TEST_DATABASE=sqlite."""
     if USE_SQLITE:
+        from django.conf import settings
+
+        # A file, not Django's shared in-memory database: threads and worker subprocesses each open
+        # their own connection to it, and WAL plus the busy timeout apply as in the embedded stack.
+        test_db = Path(tempfile.mkdtemp(prefix="sqlite-")) / "test.sqlite3"
+        settings.DATABASES["default"].setdefault("TEST", {})["NAME"] = str(test_db)
         return
     import environ
     from django.conf import settings

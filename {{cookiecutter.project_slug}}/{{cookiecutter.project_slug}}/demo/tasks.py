@@ -1,4 +1,4 @@
-"""One small real task per worker pool, each routed where it is declared."""
+"""One small real task per worker pool, each routed where it is declared and run once per key."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Any
 from celery import shared_task
 from django.core.mail import send_mail
 
+from {{ cookiecutter.project_slug }}.idempotency.base import IdempotentTask
 from {{ cookiecutter.project_slug }}.pools import DEFAULT, EMAILS, IMAGES, REPORTS
 
 
@@ -19,13 +20,13 @@ def _worker() -> dict[str, Any]:
     return {"pid": os.getpid(), "host": socket.gethostname()}
 
 
-@shared_task(worker_pool=DEFAULT)
+@shared_task(base=IdempotentTask, worker_pool=DEFAULT)
 def add(x: int, y: int) -> dict[str, Any]:
     """Add two numbers on the default pool."""
     return {"sum": x + y, **_worker()}
 
 
-@shared_task(worker_pool=IMAGES)
+@shared_task(base=IdempotentTask, worker_pool=IMAGES)
 def render_swatch(width: int, height: int) -> dict[str, Any]:
     """Draw a gradient image and return its PNG digest, on the CPU-bound images pool."""
     from PIL import Image
@@ -36,14 +37,14 @@ def render_swatch(width: int, height: int) -> dict[str, Any]:
     return {"sha256": hashlib.sha256(buffer.getvalue()).hexdigest(), "bytes": buffer.tell(), **_worker()}
 
 
-@shared_task(worker_pool=EMAILS)
+@shared_task(base=IdempotentTask, worker_pool=EMAILS)
 def send_greeting(to: str) -> dict[str, Any]:
     """Send a short e-mail through Django's e-mail backend, on the I/O-bound emails pool."""
     sent = send_mail("Hello", "The emails pool is working.", None, [to])
     return {"sent": sent, **_worker()}
 
 
-@shared_task(worker_pool=REPORTS)
+@shared_task(base=IdempotentTask, worker_pool=REPORTS)
 def count_primes(limit: int) -> dict[str, Any]:
     """Count primes below ``limit`` slowly, on the long-running reports pool."""
     started = time.monotonic()

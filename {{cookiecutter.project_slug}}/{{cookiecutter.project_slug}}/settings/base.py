@@ -40,6 +40,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "{{ cookiecutter.project_slug }}.apps.ProjectConfig",
     "{{ cookiecutter.project_slug }}.demo",
+    "{{ cookiecutter.project_slug }}.idempotency",
     "{{ cookiecutter.project_slug }}.claimcheck",
 ]
 
@@ -199,6 +200,22 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE_FILENAME = str(RUN_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {}
+
+# ------------------------------------------------------------------------------
+# Idempotent tasks ({{ cookiecutter.project_slug }}/idempotency/): one status row per key.
+# ------------------------------------------------------------------------------
+# How often, in seconds, the reaper publishes again tasks whose delivery died holding the lease.
+IDEMPOTENCY_REAPER_INTERVAL = env.int("IDEMPOTENCY_REAPER_INTERVAL", default=60)
+# Seconds a succeeded or failed row is kept (and so deduplicates its key) before it is pruned.
+IDEMPOTENCY_RETENTION = env.int("IDEMPOTENCY_RETENTION", default=7 * 24 * 3600)
+CELERY_BEAT_SCHEDULE["idempotency-reap-expired-leases"] = {
+    "task": "{{ cookiecutter.project_slug }}.idempotency.tasks.reap_expired_leases",
+    "schedule": float(IDEMPOTENCY_REAPER_INTERVAL),
+}
+CELERY_BEAT_SCHEDULE["idempotency-prune-finished"] = {
+    "task": "{{ cookiecutter.project_slug }}.idempotency.tasks.prune_finished",
+    "schedule": 3600.0,
+}
 
 # ------------------------------------------------------------------------------
 # Claim check: large task arguments and results are stored in STORAGES["claimcheck"] and travel as

@@ -1,0 +1,1 @@
+"""Idempotent Celery tasks: a status row per key, claimed by one delivery at a time."""

@@ -1,0 +1,56 @@
+"""Admin for the status rows: filter, read the traceback, retry what failed."""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils.html import format_html
+
+from . import services
+from .models import Status, TaskRecord
+
+
+@admin.register(TaskRecord)
+class TaskRecordAdmin(admin.ModelAdmin):
+    """Read-only view of idempotent task calls, with a retry action for failed ones."""
+
+    list_display = ("key", "task_name", "queue", "status", "attempts", "progress", "enqueued_at", "finished_at")
+    list_filter = ("status", "queue", "task_name")
+    search_fields = ("key", "=id", "=task_id", "error_type")
+    date_hierarchy = "enqueued_at"
+    actions = ("retry_selected",)
+    fieldsets = (
+        (None, {"fields": ("id", "key", "task_name", "queue", "status", "attempts", "payload_hash")}),
+        ("Call", {"fields": ("args", "kwargs", "task_id", "owner", "lease_expires_at")}),
+        ("Progress and result", {"fields": ("progress", "progress_message", "result")}),
+        ("Error", {"fields": ("error_type", "error_message", "traceback")}),
+        ("Times", {"fields": ("enqueued_at", "started_at", "finished_at")}),
+    )
+
+    def get_readonly_fields(self, request: HttpRequest, obj: TaskRecord | None = None) -> list[str]:
+        # Rows are written by workers only; editing one by hand would break the claim protocol.
+        return [f.name for f in TaskRecord._meta.fields if f.name != "error_traceback"] + ["traceback"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: TaskRecord | None = None) -> bool:
+        return False
+
+    @admin.display(description="traceback")
+    def traceback(self, obj: TaskRecord) -> str:
+        """Show the traceback preformatted, so it reads as the worker printed it."""
+        if not obj.error_traceback:
+            return "-"
+        return format_html('<pre style="white-space: pre-wrap; margin: 0">{}</pre>', obj.error_traceback)
+
+    @admin.action(description="Retry selected failed tasks")
+    def retry_selected(self, request: HttpRequest, queryset: QuerySet[TaskRecord]) -> None:
+        """Reset the selected failed rows (attempts back to 0) and publish them again."""
+        failed = list(queryset.filter(status=Status.FAILED))
+        skipped = queryset.count() - len(failed)
+        retried = services.retry_failed(failed)
+        self.message_user(request, f"Retrying {len(retried)} failed task(s).", messages.SUCCESS)
+        if skipped:
+            self.message_user(request, f"Skipped {skipped} task(s) that had not failed.", messages.WARNING)

@@ -1,0 +1,260 @@
+"""The idempotent Celery base task: claim the status row, run the body once, store the outcome."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from celery import current_task
+from celery.contrib.django.task import DjangoTask
+from celery.exceptions import Ignore, Reject, Retry
+from celery.utils.log import get_task_logger
+
+from {{ cookiecutter.project_slug }} import pools
+from {{ cookiecutter.project_slug }}.errors import PermanentError
+
+from . import services
+from .exceptions import (
+    AttemptsExhaustedError,
+    LeaseLostError,
+    PayloadMismatchError,
+    ResultNotSerializableError,
+    TaskAlreadyFailedError,
+)
+from .models import Status
+from .payload import canonical_json, derive_key, payload_hash, validate_key
+from .services import KEY_HEADER, Outcome
+
+if TYPE_CHECKING:
+    from .selectors import TaskResult
+
+__all__ = ["IdempotentTask", "KeyedTask", "set_progress"]
+
+logger = get_task_logger(__name__)
+
+#: Log lines of deliveries that do not run the body.
+#: (The task logger prefixes each line with the task name and id.)
+SKIPPED_SUCCEEDED = "key %r already succeeded: returning the stored result without running"
+SKIPPED_BUSY = "key %r is running under a live lease (owner %s): not running it twice"
+LEASE_LOST = "key %r: lease lost to another delivery; this delivery's outcome is discarded"
+RETRYING = "key %r attempt %d/%d failed (%r); retrying in %.1fs"
+
+
+class IdempotentTask(DjangoTask):
+    """A task whose effect happens once per key, however often its message is delivered.
+
+    Declare with ``@shared_task(base=IdempotentTask, worker_pool=pools.DEFAULT)``; enqueue with
+    ``task.enqueue(*args, **kwargs)`` (key derived from the task name and arguments) or
+    ``task.using(key="...").enqueue(...)``.
+    """
+
+    #: The pool whose queue runs this task, declared with ``@shared_task(worker_pool=...)``.
+    #: Its hard time limit sets the lease (``Pool.lease_seconds``); default: the registry's first pool.
+    worker_pool: pools.Pool | None = None
+    #: Deliveries that may claim the row before it fails for good; default: the pool's ``max_attempts``.
+    max_attempts: int | None = None
+    #: Seconds before the first retry, doubled at each further attempt.
+    retry_backoff: float = 2
+    #: Longest wait between two attempts, in seconds.
+    retry_backoff_max: float = 600
+    #: Wait a random time between half and all of the backoff, so failures do not retry in lockstep.
+    retry_jitter: bool = True
+    #: Celery's own retry cap is off: ``max_attempts`` counts every delivery, retries included.
+    max_retries = None
+
+    # ------------------------------------------------------------------
+    # Configuration read from the pool registry
+    # ------------------------------------------------------------------
+
+    def get_pool(self) -> pools.Pool:
+        """Return the pool in force (``settings.WORKER_POOLS``) that runs this task."""
+        registry = pools.active()
+        queue = self.worker_pool.queue if self.worker_pool is not None else registry[0].queue
+        return pools.by_queue(queue, registry)
+
+    def get_max_attempts(self) -> int:
+        """Return how many deliveries may claim a row of this task."""
+        return self.max_attempts if self.max_attempts is not None else self.get_pool().max_attempts
+
+    def get_lease_seconds(self) -> float:
+        """Return how long a claim lasts without progress reports: the pool's hard time limit plus a margin."""
+        return self.get_pool().lease_seconds
+
+    def backoff_delay(self, attempt: int) -> float:
+        """Return the seconds to wait after failed attempt number ``attempt`` (1-based)."""
+        delay = min(float(self.retry_backoff_max), float(self.retry_backoff) * 2 ** max(attempt - 1, 0))
+        return random.uniform(delay / 2, delay) if self.retry_jitter else delay  # noqa: S311
+
+    # ------------------------------------------------------------------
+    # Enqueueing
+    # ------------------------------------------------------------------
+
+    def enqueue(self, *args: Any, **kwargs: Any) -> TaskResult:
+        """Create the row (key: task name + canonical arguments) and publish on commit."""
+        return services.enqueue(self, args, kwargs)
+
+    def using(self, *, key: str) -> KeyedTask:
+        """Return this task bound to an explicit idempotency ``key``."""
+        return KeyedTask(self, validate_key(key))
+
+    def check_arguments(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
+        """Raise ``TypeError`` if the arguments do not fit the task's signature (as ``apply_async`` would)."""
+        header = getattr(self, "__header__", None)
+        if self.typing and header is not None:
+            header(*args, **kwargs)
+
+    # ------------------------------------------------------------------
+    # Hooks around the body
+    # ------------------------------------------------------------------
+
+    def resolve_arguments(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """Return the arguments the body receives, from those the message carried (identity here)."""
+        return args, kwargs
+
+    def store_result(self, value: Any) -> Any:
+        """Return what the row stores and every delivery returns for the body's ``value`` (identity here)."""
+        return value
+
+    # ------------------------------------------------------------------
+    # Execution
+    # ------------------------------------------------------------------
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        request = self.request
+        if request.called_directly:
+            return self.run(*args, **kwargs)
+        digest = payload_hash(self.name, args, kwargs)
+        given = getattr(request, KEY_HEADER, None)
+        key = validate_key(given) if given is not None else derive_key(self.name, digest)
+        owner = f"{request.hostname or 'worker'}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+        max_attempts = self.get_max_attempts()
+        claim = services.claim(
+            key=key,
+            task_name=self.name,
+            queue=self.get_pool().queue,
+            payload_hash=digest,
+            args=args,
+            kwargs=kwargs,
+            owner=owner,
+            task_id=request.id,
+            lease_seconds=self.get_lease_seconds(),
+            max_attempts=max_attempts,
+            expect_row=given is not None,
+        )
+        if claim.outcome is not Outcome.CLAIMED:
+            return self._not_claimed(claim, key, digest, max_attempts)
+        request.idempotency_claim = (key, owner)
+        try:
+            call_args, call_kwargs = self.resolve_arguments(tuple(args), dict(kwargs))
+            value = self.run(*call_args, **call_kwargs)
+            stored = self.store_result(value)
+            _check_result(self.name, stored)
+        except LeaseLostError:
+            logger.warning(LEASE_LOST, key)
+            raise Ignore() from None
+        except PermanentError as exc:
+            services.fail(key=key, owner=owner, exc=exc)
+            raise
+        except (Retry, Ignore, Reject) as exc:
+            # The body asked Celery for a retry (or to drop the message) itself: give the row back.
+            services.release(key=key, owner=owner, exc=exc.exc if isinstance(exc, Retry) and exc.exc else None)
+            raise
+        except Exception as exc:
+            record = services.attempt_failed(key=key, owner=owner, exc=exc, max_attempts=max_attempts)
+            if record is None:
+                logger.warning(LEASE_LOST, key)
+                raise Ignore() from None
+            if record.status == Status.FAILED:
+                raise
+            delay = self.backoff_delay(record.attempts)
+            logger.warning(RETRYING, key, record.attempts, max_attempts, exc, delay)
+            raise self.retry(exc=exc, countdown=delay) from None
+        except BaseException:
+            # Cold shutdown (SystemExit) or interrupt: give the row back at once so the requeued
+            # message can claim it, instead of waiting for the lease to expire.
+            with contextlib.suppress(Exception):
+                services.release(key=key, owner=owner)
+            raise
+        finally:
+            request.idempotency_claim = None
+        if not services.succeed(key=key, owner=owner, result=stored):
+            logger.warning(LEASE_LOST, key)
+            raise Ignore()
+        return stored
+
+    def _not_claimed(self, claim: services.Claim, key: str, digest: str, max_attempts: int) -> Any:
+        record = claim.record
+        if claim.outcome is Outcome.SUCCEEDED and record is not None:
+            logger.info(SKIPPED_SUCCEEDED, key)
+            return record.result
+        if claim.outcome is Outcome.MISMATCH and record is not None:
+            raise PayloadMismatchError(key, self.name, record.payload_hash, digest)
+        if claim.outcome is Outcome.FAILED and record is not None:
+            raise TaskAlreadyFailedError(key, record.error_type, record.error_message)
+        if claim.outcome is Outcome.EXHAUSTED and record is not None:
+            raise AttemptsExhaustedError(key, record.attempts, max_attempts)
+        logger.info(SKIPPED_BUSY, key, record.owner if record else "?")
+        raise Ignore()
+
+    def signature_from_request(
+        self, request: Any = None, args: Any = None, kwargs: Any = None, queue: Any = None, **extra_options: Any
+    ) -> Any:
+        """Build the retry's signature, carrying the idempotency key along with the message."""
+        request = self.request if request is None else request
+        key = getattr(request, KEY_HEADER, None)
+        if key is not None:
+            extra_options["headers"] = {**(extra_options.get("headers") or {}), KEY_HEADER: key}
+        return super().signature_from_request(request, args, kwargs, queue, **extra_options)
+
+    # ------------------------------------------------------------------
+    # Progress
+    # ------------------------------------------------------------------
+
+    def set_progress(self, fraction: float, message: str = "") -> None:
+        """Record progress (0.0 to 1.0) and extend the lease; raise ``LeaseLostError`` if another delivery took over."""
+        if not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"Progress must be between 0.0 and 1.0; got {fraction!r}.")
+        claim = getattr(self.request, "idempotency_claim", None)
+        if claim is None:
+            return  # called directly, outside a worker: nothing to record
+        key, owner = claim
+        if not services.report_progress(
+            key=key, owner=owner, fraction=fraction, message=message, lease_seconds=self.get_lease_seconds()
+        ):
+            raise LeaseLostError(key, owner)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyedTask:
+    """An idempotent task bound to an explicit key."""
+
+    task: IdempotentTask
+    key: str
+
+    def enqueue(self, *args: Any, **kwargs: Any) -> TaskResult:
+        """Create the row under this key and publish on commit; the same key again returns the same row."""
+        return services.enqueue(self.task, args, kwargs, key=self.key)
+
+
+def set_progress(fraction: float, message: str = "") -> None:
+    """Record progress of the idempotent task running in this thread (no ``bind=True`` needed)."""
+    task = current_task._get_current_object() if current_task else None
+    if isinstance(task, IdempotentTask):
+        task.set_progress(fraction, message)
+
+
+def _check_result(task_name: str, value: Any) -> None:
+    try:
+        canonical_json(value)
+    except (TypeError, ValueError) as exc:
+        raise ResultNotSerializableError(
+            f"{task_name} returned a {type(value).__name__} that JSON cannot store ({exc}); "
+            "return JSON-compatible data."
+        ) from None

@@ -1,0 +1,71 @@
+"""The status row: one per idempotency key, recording claims, progress and the outcome of a task."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+from django.utils import timezone
+
+from .payload import KEY_MAX_LENGTH, CeleryJSONDecoder, CeleryJSONEncoder
+
+
+class Status(models.TextChoices):
+    """Where a task stands."""
+
+    #: Enqueued, or released after a failed attempt and waiting for its retry.
+    PENDING = "pending", "Pending"
+    #: Claimed by one delivery, whose lease has not expired (or it died and the reaper has not run yet).
+    RUNNING = "running", "Running"
+    #: Finished; the stored result is returned to every later delivery.
+    SUCCEEDED = "succeeded", "Succeeded"
+    #: Failed for good: a permanent error, or the last of the allowed attempts failed.
+    FAILED = "failed", "Failed"
+
+
+#: Statuses no delivery changes any more.
+FINISHED = (Status.SUCCEEDED, Status.FAILED)
+
+
+class TaskRecord(models.Model):
+    """One idempotent task call: its key, payload, claims, progress and outcome."""
+
+    #: Also the Celery task id when the row was created by ``enqueue``.
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    key = models.CharField(max_length=KEY_MAX_LENGTH, unique=True)
+    task_name = models.CharField(max_length=200)
+    queue = models.CharField(max_length=100)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    #: sha256 of the canonical JSON of task name, args and kwargs; a different payload under the same key is refused.
+    payload_hash = models.CharField(max_length=64)
+    #: The call's arguments, so the reaper and the admin can publish it again.
+    args = models.JSONField(default=list, encoder=CeleryJSONEncoder, decoder=CeleryJSONDecoder)
+    kwargs = models.JSONField(default=dict, encoder=CeleryJSONEncoder, decoder=CeleryJSONDecoder)
+    #: Deliveries that claimed the row, counted at the claim (a delivery that died still counts).
+    attempts = models.PositiveIntegerField(default=0)
+    #: Celery task id of the delivery that claimed the row last.
+    task_id = models.CharField(max_length=255, blank=True)
+    #: The claiming delivery: worker node, process id and a token unique to the delivery.
+    owner = models.CharField(max_length=255, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    #: Fraction done, 0.0 to 1.0, as last reported by the task.
+    progress = models.FloatField(null=True, blank=True)
+    progress_message = models.CharField(max_length=255, blank=True)
+    result = models.JSONField(null=True, blank=True, encoder=CeleryJSONEncoder, decoder=CeleryJSONDecoder)
+    error_type = models.CharField(max_length=255, blank=True)
+    error_message = models.TextField(blank=True)
+    error_traceback = models.TextField(blank=True)
+    enqueued_at = models.DateTimeField(default=timezone.now)
+    #: When the latest attempt was claimed.
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-enqueued_at"]
+        indexes = [
+            models.Index(fields=["status", "lease_expires_at"], name="idempotency_lease_idx"),
+            models.Index(fields=["status", "finished_at"], name="idempotency_finished_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.key} ({self.status})"

@@ -1,0 +1,396 @@
+"""Writes to the status rows: enqueue, claim, finish, release, progress, reap and prune."""
+
+from __future__ import annotations
+
+import enum
+import traceback as tb
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from django.db import transaction
+from django.db.models import Case, CharField, DateTimeField, F, Q, QuerySet, Value, When
+from django.utils import timezone
+
+from .exceptions import NotIdempotentTaskError, PayloadMismatchError
+from .models import Status, TaskRecord
+from .payload import check_serializable, derive_key, payload_hash, validate_key
+
+if TYPE_CHECKING:
+    from .base import IdempotentTask
+    from .selectors import TaskResult
+
+__all__ = [
+    "KEY_HEADER",
+    "Claim",
+    "Outcome",
+    "ReapReport",
+    "attempt_failed",
+    "claim",
+    "enqueue",
+    "fail",
+    "fail_exhausted",
+    "prune_finished",
+    "publish",
+    "reap_expired_leases",
+    "release",
+    "report_progress",
+    "retry_failed",
+    "succeed",
+]
+
+#: Message header carrying the idempotency key from ``enqueue`` (and retries) to the worker.
+KEY_HEADER = "idempotency_key"
+#: Longest error message kept on a row.
+ERROR_MESSAGE_LIMIT = 4000
+
+
+class Outcome(enum.Enum):
+    """What a delivery found when it tried to claim its row."""
+
+    CLAIMED = "claimed"  # this delivery owns the row: run the body
+    SUCCEEDED = "succeeded"  # done before: return the stored result
+    BUSY = "busy"  # another delivery holds a live lease: do not run
+    FAILED = "failed"  # failed for good before: do not run
+    EXHAUSTED = "exhausted"  # claimed max_attempts times already: failed for good now
+    MISMATCH = "mismatch"  # the key belongs to another payload: do not run
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """The outcome of a claim and the row as read when the claim did not succeed."""
+
+    outcome: Outcome
+    record: TaskRecord | None = None
+
+
+# ------------------------------------------------------------------------------
+# Enqueue and publish
+# ------------------------------------------------------------------------------
+
+
+def enqueue(
+    task: IdempotentTask, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None, *, key: str | None = None
+) -> TaskResult:
+    """Create the pending row of a task call and publish the call once the transaction commits.
+
+    The same key returns the row it already has (nothing is published again); the same key with
+    other arguments raises :class:`PayloadMismatchError`. Arguments are checked before anything is
+    written or published.
+    """
+    from .base import IdempotentTask
+    from .selectors import TaskResult
+
+    if not isinstance(task, IdempotentTask):
+        raise NotIdempotentTaskError(
+            f"{getattr(task, 'name', task)!r} is not built on IdempotentTask; declare it with "
+            "@shared_task(base=IdempotentTask, worker_pool=...)."
+        )
+    args, kwargs = tuple(args), dict(kwargs or {})
+    check_serializable(task.name, args, kwargs)
+    task.check_arguments(args, kwargs)
+    digest = payload_hash(task.name, args, kwargs)
+    key = validate_key(key) if key is not None else derive_key(task.name, digest)
+    candidate = TaskRecord(
+        key=key,
+        task_name=task.name,
+        queue=task.get_pool().queue,
+        payload_hash=digest,
+        args=list(args),
+        kwargs=kwargs,
+    )
+    with transaction.atomic():
+        # INSERT ... ON CONFLICT DO NOTHING: two callers racing on one key create one row.
+        TaskRecord.objects.bulk_create([candidate], ignore_conflicts=True)
+        record = TaskRecord.objects.get(key=key)
+        if record.payload_hash != digest:
+            raise PayloadMismatchError(key, task.name, record.payload_hash, digest)
+        if record.pk == candidate.pk:
+            transaction.on_commit(partial(publish, record))
+    return TaskResult.from_record(record)
+
+
+def publish(record: TaskRecord) -> None:
+    """Send the task call of ``record`` to its queue, under the row's key."""
+    from celery import current_app
+
+    current_app.send_task(
+        record.task_name,
+        args=record.args,
+        kwargs=record.kwargs,
+        task_id=record.task_id or str(record.pk),
+        queue=record.queue,
+        headers={KEY_HEADER: record.key},
+    )
+
+
+# ------------------------------------------------------------------------------
+# Claim and finish: each write is one statement, conditional on the row's state and owner.
+# ------------------------------------------------------------------------------
+
+
+def _claimable(now: datetime) -> Q:
+    return Q(status=Status.PENDING) | Q(status=Status.RUNNING, lease_expires_at__lt=now)
+
+
+def claim(
+    *,
+    key: str,
+    task_name: str,
+    queue: str,
+    payload_hash: str,
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+    owner: str,
+    task_id: str,
+    lease_seconds: float,
+    max_attempts: int,
+    expect_row: bool = True,
+) -> Claim:
+    """Claim the row of ``key`` for the delivery ``owner``, counting the attempt, or say why not.
+
+    A pending row, or a running one whose lease expired, is claimed by one conditional UPDATE; a
+    missing row (the call was published without ``enqueue``: ``expect_row=False``) is created
+    already claimed by one INSERT ... ON CONFLICT DO NOTHING. The statement decides; reads only
+    explain a refusal.
+    """
+    now = timezone.now()
+    lease = now + timedelta(seconds=lease_seconds)
+    inserts = 0
+    for _ in range(4):  # each pass decides, or saw the row change between two statements
+        if expect_row:
+            updated = TaskRecord.objects.filter(
+                _claimable(now), key=key, payload_hash=payload_hash, attempts__lt=max_attempts
+            ).update(
+                status=Status.RUNNING,
+                owner=owner,
+                task_id=task_id,
+                attempts=F("attempts") + 1,
+                lease_expires_at=lease,
+                started_at=now,
+                progress=None,
+                progress_message="",
+            )
+            if updated:
+                return Claim(Outcome.CLAIMED)
+        else:
+            candidate = TaskRecord(
+                # The Celery task id doubles as the row id, unless another row already has it.
+                id=_uuid_or_new(task_id) if inserts == 0 else uuid.uuid4(),
+                key=key,
+                task_name=task_name,
+                queue=queue,
+                status=Status.RUNNING,
+                payload_hash=payload_hash,
+                args=list(args),
+                kwargs=dict(kwargs),
+                attempts=1,
+                task_id=task_id,
+                owner=owner,
+                lease_expires_at=lease,
+                enqueued_at=now,
+                started_at=now,
+            )
+            TaskRecord.objects.bulk_create([candidate], ignore_conflicts=True)
+            inserts += 1
+            if TaskRecord.objects.filter(key=key, owner=owner).exists():
+                return Claim(Outcome.CLAIMED)
+        record = TaskRecord.objects.filter(key=key).first()
+        if record is None:
+            expect_row = False
+            continue
+        expect_row = True
+        if record.payload_hash != payload_hash:
+            return Claim(Outcome.MISMATCH, record)
+        if record.status == Status.SUCCEEDED:
+            return Claim(Outcome.SUCCEEDED, record)
+        if record.status == Status.FAILED:
+            return Claim(Outcome.FAILED, record)
+        if record.status == Status.RUNNING and record.lease_expires_at and record.lease_expires_at >= now:
+            return Claim(Outcome.BUSY, record)
+        if record.attempts >= max_attempts and fail_exhausted(key=key, max_attempts=max_attempts, now=now):
+            record.refresh_from_db()
+            return Claim(Outcome.EXHAUSTED, record)
+    return Claim(Outcome.BUSY, TaskRecord.objects.filter(key=key).first())
+
+
+def fail_exhausted(*, key: str, max_attempts: int, now: datetime | None = None) -> bool:
+    """Fail the row of ``key`` for good if it is claimable but was claimed ``max_attempts`` times already.
+
+    This ends the redelivery loop of a task that kills its worker: each delivery counted at its
+    claim, so a delivery that died without a word still used up an attempt.
+    """
+    from .exceptions import AttemptsExhaustedError
+
+    now = now or timezone.now()
+    record = TaskRecord.objects.filter(key=key).only("attempts").first()
+    attempts = record.attempts if record else max_attempts
+    error = AttemptsExhaustedError(key, attempts, max_attempts)
+    return bool(
+        TaskRecord.objects.filter(_claimable(now), key=key, attempts__gte=max_attempts).update(
+            status=Status.FAILED,
+            owner="",
+            lease_expires_at=None,
+            finished_at=now,
+            error_type=type(error).__name__,
+            error_message=str(error),
+            error_traceback="",
+        )
+    )
+
+
+def _uuid_or_new(task_id: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(task_id)
+    except (TypeError, ValueError):
+        return uuid.uuid4()
+
+
+def _owned(key: str, owner: str) -> QuerySet[TaskRecord]:
+    """Return the row of ``key`` only while ``owner`` holds it: the fence of every finishing write."""
+    return TaskRecord.objects.filter(key=key, owner=owner, status=Status.RUNNING)
+
+
+def _error_fields(exc: BaseException) -> dict[str, str]:
+    return {
+        "error_type": f"{type(exc).__module__}.{type(exc).__qualname__}".removeprefix("builtins."),
+        "error_message": str(exc)[:ERROR_MESSAGE_LIMIT],
+        "error_traceback": "".join(tb.format_exception(exc)),
+    }
+
+
+def succeed(*, key: str, owner: str, result: Any) -> bool:
+    """Store ``result`` and mark the row succeeded, if ``owner`` still holds it."""
+    return bool(
+        _owned(key, owner).update(
+            status=Status.SUCCEEDED,
+            result=result,
+            lease_expires_at=None,
+            finished_at=timezone.now(),
+            progress=1.0,
+            error_type="",
+            error_message="",
+            error_traceback="",
+        )
+    )
+
+
+def fail(*, key: str, owner: str, exc: BaseException) -> bool:
+    """Fail the row for good with ``exc``, if ``owner`` still holds it."""
+    return bool(
+        _owned(key, owner).update(
+            status=Status.FAILED, lease_expires_at=None, finished_at=timezone.now(), **_error_fields(exc)
+        )
+    )
+
+
+def release(*, key: str, owner: str, exc: BaseException | None = None) -> bool:
+    """Give the row back (pending) so a later delivery can claim it, if ``owner`` still holds it."""
+    errors = _error_fields(exc) if exc is not None else {}
+    return bool(_owned(key, owner).update(status=Status.PENDING, owner="", lease_expires_at=None, **errors))
+
+
+def attempt_failed(*, key: str, owner: str, exc: BaseException, max_attempts: int) -> TaskRecord | None:
+    """Record a failed attempt: fail the row for good at ``max_attempts``, else release it for a retry.
+
+    Return the row afterwards, or ``None`` if ``owner`` no longer held it.
+    """
+    now = timezone.now()
+    final = Q(attempts__gte=max_attempts)
+    updated = _owned(key, owner).update(
+        status=Case(When(final, then=Value(Status.FAILED)), default=Value(Status.PENDING), output_field=CharField()),
+        owner=Case(When(final, then=F("owner")), default=Value(""), output_field=CharField()),
+        finished_at=Case(When(final, then=Value(now)), default=Value(None), output_field=DateTimeField()),
+        lease_expires_at=None,
+        **_error_fields(exc),
+    )
+    return TaskRecord.objects.get(key=key) if updated else None
+
+
+def report_progress(*, key: str, owner: str, fraction: float, message: str, lease_seconds: float) -> bool:
+    """Store progress and extend the lease, if ``owner`` still holds the row."""
+    return bool(
+        _owned(key, owner).update(
+            progress=fraction,
+            progress_message=message[:255],
+            lease_expires_at=timezone.now() + timedelta(seconds=lease_seconds),
+        )
+    )
+
+
+# ------------------------------------------------------------------------------
+# Maintenance: the reaper, the pruner and the admin's retry.
+# ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ReapReport:
+    """What one pass of the reaper did."""
+
+    republished: tuple[str, ...] = ()
+    failed: tuple[str, ...] = ()
+
+
+def reap_expired_leases(*, now: datetime | None = None, limit: int = 500) -> ReapReport:
+    """Publish again every running row whose lease expired; fail those out of attempts for good.
+
+    A lease expires when its delivery died without a word (SIGKILL, OOM, a lost early-acked
+    message); redelivery by the broker may come much later or never.
+    """
+    from celery import current_app
+
+    from .exceptions import AttemptsExhaustedError
+
+    now = now or timezone.now()
+    expired = Q(status=Status.RUNNING, lease_expires_at__lt=now)
+    republished: list[str] = []
+    failed: list[str] = []
+    for record in TaskRecord.objects.filter(expired).order_by("lease_expires_at")[:limit]:
+        task = current_app.tasks.get(record.task_name)
+        max_attempts = task.get_max_attempts() if hasattr(task, "get_max_attempts") else 0
+        fence = TaskRecord.objects.filter(expired, pk=record.pk, owner=record.owner)
+        if record.attempts >= max_attempts:
+            error: Exception = AttemptsExhaustedError(record.key, record.attempts, max_attempts)
+            if task is None:
+                error = LookupError(f"Task {record.task_name!r} is not registered with this worker.")
+            if fence.update(status=Status.FAILED, lease_expires_at=None, finished_at=now, **_error_fields(error)):
+                failed.append(record.key)
+            continue
+        lost = f"Lease of {record.owner} expired at {record.lease_expires_at.isoformat()} without a result."
+        with transaction.atomic():
+            if fence.update(
+                status=Status.PENDING,
+                owner="",
+                lease_expires_at=None,
+                error_type="LeaseExpired",
+                error_message=lost,
+                error_traceback="",
+            ):
+                transaction.on_commit(partial(publish, record))
+                republished.append(record.key)
+    return ReapReport(tuple(republished), tuple(failed))
+
+
+def prune_finished(*, older_than: timedelta, now: datetime | None = None) -> int:
+    """Delete succeeded and failed rows finished more than ``older_than`` ago; return how many."""
+    cutoff = (now or timezone.now()) - older_than
+    deleted, _ = TaskRecord.objects.filter(
+        status__in=(Status.SUCCEEDED, Status.FAILED), finished_at__lt=cutoff
+    ).delete()
+    return deleted
+
+
+def retry_failed(records: Iterable[TaskRecord]) -> list[str]:
+    """Reset failed rows to pending with no attempts counted and publish them again; return their keys."""
+    retried: list[str] = []
+    with transaction.atomic():
+        for record in records:
+            if TaskRecord.objects.filter(pk=record.pk, status=Status.FAILED).update(
+                status=Status.PENDING, attempts=0, owner="", finished_at=None, lease_expires_at=None
+            ):
+                transaction.on_commit(partial(publish, record))
+                retried.append(record.key)
+    return retried

@@ -1,0 +1,25 @@
+"""Periodic upkeep of the status rows: reclaim expired leases, prune finished rows."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from celery import shared_task
+from django.conf import settings
+
+from {{ cookiecutter.project_slug }}.pools import DEFAULT
+
+from . import services
+
+
+@shared_task(worker_pool=DEFAULT, ignore_result=True)
+def reap_expired_leases() -> dict[str, int]:
+    """Publish again the tasks whose delivery died holding the lease; fail those out of attempts."""
+    report = services.reap_expired_leases()
+    return {"republished": len(report.republished), "failed": len(report.failed)}
+
+
+@shared_task(worker_pool=DEFAULT, ignore_result=True)
+def prune_finished() -> int:
+    """Delete status rows that finished longer ago than ``IDEMPOTENCY_RETENTION`` seconds."""
+    return services.prune_finished(older_than=timedelta(seconds=settings.IDEMPOTENCY_RETENTION))
