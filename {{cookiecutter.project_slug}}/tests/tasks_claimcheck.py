@@ -9,6 +9,7 @@ from celery import shared_task
 from django.db.models import F
 
 from {{ cookiecutter.project_slug }}.pools import DEFAULT
+
 from tests.effects.models import Counter
 
 #: Counter bumped each time the body of ``counted_digest`` runs.

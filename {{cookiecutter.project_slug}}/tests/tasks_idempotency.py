@@ -12,6 +12,7 @@ from django.db.models import F
 from {{ cookiecutter.project_slug }}.errors import PermanentError
 from {{ cookiecutter.project_slug }}.idempotency.base import IdempotentTask
 from {{ cookiecutter.project_slug }}.pools import DEFAULT
+
 from tests.effects.models import Counter, Effect
 
 

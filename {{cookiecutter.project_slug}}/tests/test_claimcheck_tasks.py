@@ -14,6 +14,7 @@ from {{ cookiecutter.project_slug }}.celery import app as celery_app
 from {{ cookiecutter.project_slug }}.claimcheck import blobs, get_result
 from {{ cookiecutter.project_slug }}.claimcheck.exceptions import MessageTooLargeError
 from {{ cookiecutter.project_slug }}.claimcheck.references import is_envelope
+
 from tests import tasks_claimcheck as tasks
 from tests.effects.models import Counter
 

@@ -32,6 +32,7 @@ from {{ cookiecutter.project_slug }}.idempotency.exceptions import (
 from {{ cookiecutter.project_slug }}.idempotency.models import Status, TaskRecord
 from {{ cookiecutter.project_slug }}.idempotency.payload import canonical_json, derive_key, payload_hash
 from {{ cookiecutter.project_slug }}.idempotency.services import Outcome
+
 from tests import tasks_idempotency as tasks
 
 pytestmark = pytest.mark.timeout(120)

@@ -18,6 +18,7 @@ from {{ cookiecutter.project_slug }}.idempotency.models import Status, TaskRecor
 from {{ cookiecutter.project_slug }}.idempotency.payload import derive_key, payload_hash
 from {{ cookiecutter.project_slug }}.idempotency.selectors import get_result
 from {{ cookiecutter.project_slug }}.idempotency.services import KEY_HEADER
+
 from tests import tasks_idempotency as tasks
 from tests.effects.models import Effect
 
