@@ -21,6 +21,8 @@ COMBINATIONS: dict[str, tuple[dict[str, str], str]] = {
     "kubernetes": ({"kubernetes_manifests": "y"}, "proj"),
     # A name with spaces derives the slug; the templated uv.lock must work for it too.
     "acme-jobs": ({"project_name": "Acme Jobs", "kubernetes_manifests": "y"}, "acme_jobs"),
+    # A slug sorting after "tests": import order (ruff's isort) must not depend on the slug.
+    "zeta": ({"project_slug": "zeta_works"}, "zeta_works"),
 }
 
 
