@@ -7,3 +7,12 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "{{ cookiecutter.project_slug }}.settings.local")
 
 application = get_asgi_application()
+
+from django.conf import settings  # noqa: E402  (settings are configured by get_asgi_application)
+
+if settings.SERVE_STATIC:
+    # Serve the apps' static files (the jobs page's CSS and JS) from the ASGI process itself; turn
+    # off with DJANGO_SERVE_STATIC=false when a proxy or CDN serves the collected files instead.
+    from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
+
+    application = ASGIStaticFilesHandler(application)

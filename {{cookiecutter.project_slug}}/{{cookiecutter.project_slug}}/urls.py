@@ -14,4 +14,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
     path("claimcheck/", include("{{ cookiecutter.project_slug }}.claimcheck.urls")),
+    path("accounts/", include("django.contrib.auth.urls")),
+    path("", include("{{ cookiecutter.project_slug }}.jobs.urls")),
 ]

@@ -1,4 +1,4 @@
-"""One small real task per worker pool, each routed where it is declared and run once per key."""
+"""One small real task per worker pool, run once per key; and the demo flows behind the jobs page."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 from celery import shared_task
 from django.core.mail import send_mail
 
-from {{ cookiecutter.project_slug }}.idempotency.base import IdempotentTask
+from {{ cookiecutter.project_slug }}.idempotency.base import IdempotentTask, set_progress
 from {{ cookiecutter.project_slug }}.pools import DEFAULT, EMAILS, IMAGES, REPORTS
 
 
@@ -54,3 +54,57 @@ def count_primes(limit: int) -> dict[str, Any]:
         if sieve[n]:
             sieve[n * n :: n] = bytearray(len(range(n * n, limit, n)))
     return {"primes": sum(sieve), "seconds": round(time.monotonic() - started, 3), **_worker()}
+
+
+# ------------------------------------------------------------------------------
+# The demo flows behind the jobs page: a report per uploaded CSV, thumbnails per image, an e-mail
+# when a report is ready. The work is in demo/services.py; these tasks only wire it to the pools.
+# ------------------------------------------------------------------------------
+
+
+class UploadTask(IdempotentTask):
+    """A task that reads an uploaded blob (argument ``upload``) and deletes it once its success is committed."""
+
+    def on_success(self, retval: Any, task_id: str, args: Any, kwargs: Any) -> None:
+        from . import services
+
+        # Runs after the row is marked succeeded, and again on a redelivery that returned the stored
+        # result: deleting a blob that is already gone is not an error.
+        services.delete_upload(kwargs["upload"])
+
+
+class ReportTask(UploadTask):
+    """The customer report: also e-mails the owner, once, when the report is ready."""
+
+    def on_success(self, retval: Any, task_id: str, args: Any, kwargs: Any) -> None:
+        from . import services
+
+        super().on_success(retval, task_id, args, kwargs)
+        if kwargs.get("notify"):
+            services.notify_report_ready(
+                kwargs["upload"], kwargs["notify"], kwargs.get("filename", ""), retval["stats"], notify_report_ready
+            )
+
+
+@shared_task(base=ReportTask, worker_pool=REPORTS)
+def customer_report(*, upload: str, notify: str = "", filename: str = "") -> dict[str, Any]:
+    """Count customers per country in an uploaded CSV, duplicates removed, on the reports pool."""
+    from . import services
+
+    return services.customer_report(upload, progress=set_progress)
+
+
+@shared_task(base=UploadTask, worker_pool=IMAGES)
+def thumbnails(*, upload: str) -> dict[str, Any]:
+    """Make thumbnails of an uploaded image on the CPU-bound images pool."""
+    from . import services
+
+    return services.thumbnails(upload, progress=set_progress)
+
+
+@shared_task(base=IdempotentTask, worker_pool=EMAILS)
+def notify_report_ready(to: str, filename: str, stats: dict[str, Any]) -> dict[str, Any]:
+    """E-mail the owner that a report is ready; SMTP errors are retried with backoff by the base task."""
+    from . import services
+
+    return {"sent": services.send_report_ready(to, filename=filename, stats=stats)}

@@ -42,6 +42,7 @@ INSTALLED_APPS = [
     "{{ cookiecutter.project_slug }}.demo",
     "{{ cookiecutter.project_slug }}.idempotency",
     "{{ cookiecutter.project_slug }}.claimcheck",
+    "{{ cookiecutter.project_slug }}.jobs",
 ]
 
 MIDDLEWARE = [
@@ -71,6 +72,8 @@ TEMPLATES = [
 
 STATIC_URL = "static/"
 STATIC_ROOT = RUN_DIR / "static"
+# The ASGI app serves static files itself (asgi.py) unless a proxy or CDN does.
+SERVE_STATIC = env.bool("DJANGO_SERVE_STATIC", default=True)
 
 # ------------------------------------------------------------------------------
 # Database: SQLite under RUN_DIR unless DATABASE_URL names another (PostgreSQL in production).
@@ -241,6 +244,31 @@ CELERY_BEAT_SCHEDULE["claimcheck-sweep-orphans"] = {
     "task": "{{ cookiecutter.project_slug }}.claimcheck.tasks.sweep_orphans",
     "schedule": 3600.0,
 }
+
+# ------------------------------------------------------------------------------
+# Long-running jobs ({{ cookiecutter.project_slug }}/jobs/): 202 Accepted, then poll or stream over SSE.
+# ------------------------------------------------------------------------------
+# Idle SSE streams send a ": ping" comment this often, so proxies and load balancers keep them open.
+JOBS_SSE_PING_SECONDS = env.float("JOBS_SSE_PING_SECONDS", default=15.0)
+# How often an open stream reads its job's status row (one indexed query).
+JOBS_SSE_POLL_SECONDS = env.float("JOBS_SSE_POLL_SECONDS", default=0.5)
+# A stream ends after this long; the browser's EventSource reconnects and gets the current state first.
+JOBS_SSE_MAX_SECONDS = env.float("JOBS_SSE_MAX_SECONDS", default=600.0)
+# JSON request bodies of the API are small; anything larger is refused with 413.
+JOBS_MAX_REQUEST_BYTES = 16 * 1024
+JOBS_MAX_UPLOAD_BYTES = {
+    "report": CLAIMCHECK_UPLOAD_MAX_BYTES,
+    "thumbnails": min(CLAIMCHECK_UPLOAD_MAX_BYTES, 20 * 1024**2),
+}
+JOBS_DOWNLOAD_URL_SECONDS = CLAIMCHECK_DOWNLOAD_EXPIRES
+# The images flow uploads pictures through the same presigned forms.
+CLAIMCHECK_UPLOAD_CONTENT_TYPES += [
+    t for t in ("image/png", "image/jpeg", "image/webp", "image/gif") if t not in CLAIMCHECK_UPLOAD_CONTENT_TYPES
+]
+LOGIN_REDIRECT_URL = "jobs:index"
+LOGOUT_REDIRECT_URL = "login"
+# The API answers a failed CSRF check with a JSON error; pages keep Django's.
+CSRF_FAILURE_VIEW = "{{ cookiecutter.project_slug }}.jobs.views.csrf_failure"
 
 # ------------------------------------------------------------------------------
 # Flower: refuses to start without these (the post-generation hook writes them to .env).
