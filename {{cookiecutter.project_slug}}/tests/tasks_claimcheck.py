@@ -8,8 +8,8 @@ from typing import Any
 from celery import shared_task
 from django.db.models import F
 
+from {{ cookiecutter.project_slug }}.idempotency.base import IdempotentTask
 from {{ cookiecutter.project_slug }}.pools import DEFAULT
-
 from tests.effects.models import Counter
 
 #: Counter bumped each time the body of ``counted_digest`` runs.
@@ -49,3 +49,21 @@ def counted_digest(data: str) -> dict[str, Any]:
     Counter.objects.get_or_create(name=BODY_RAN)
     Counter.objects.filter(name=BODY_RAN).update(value=F("value") + 1)
     return _digest(data)
+
+
+#: Counter bumped each time the body of ``idempotent_digest`` runs.
+IDEMPOTENT_RAN = "claimcheck-idempotent-ran"
+
+
+@shared_task(base=IdempotentTask, worker_pool=DEFAULT)
+def idempotent_digest(data: str) -> dict[str, Any]:
+    """Count each run of the body, then digest the argument, as an idempotent task."""
+    Counter.objects.get_or_create(name=IDEMPOTENT_RAN)
+    Counter.objects.filter(name=IDEMPOTENT_RAN).update(value=F("value") + 1)
+    return _digest(data)
+
+
+@shared_task(base=IdempotentTask, worker_pool=DEFAULT)
+def idempotent_text(size: int, seed: str) -> dict[str, Any]:
+    """Return a large result from an idempotent task."""
+    return {"text": pattern(size, seed), "seed": seed}

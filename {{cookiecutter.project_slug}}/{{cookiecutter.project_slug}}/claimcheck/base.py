@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 from collections.abc import Callable
@@ -13,6 +14,7 @@ from celery.result import AsyncResult
 from django.conf import settings
 from django.db import transaction
 from kombu.serialization import dumps, loads
+from kombu.utils.json import dumps as json_dumps
 
 from . import blobs
 from .references import Reference, from_envelope, is_envelope
@@ -44,8 +46,27 @@ def offload_arguments(
     size, payload = serialized_size([list(args), kwargs])
     if size <= limit and not force:
         return args, kwargs
+    # Sorted keys: equal argument sets make equal blobs, so the sha256 identifies them (idempotency keys).
+    # Dict keys of mixed types cannot be sorted: those keep the broker's own encoding.
+    with contextlib.suppress(TypeError):
+        payload = json_dumps([list(args), kwargs], sort_keys=True).encode()
     reference = blobs.store_bytes(payload, prefix=ARGS_PREFIX, content_type=_ARGS_CONTENT_TYPE)
     return (), reference.envelope()
+
+
+def payload_identity(args: Any, kwargs: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Return what identifies an argument set for deduplication: itself, or the sha256 of its offloaded blob."""
+    reference = arguments_reference(args, kwargs)
+    if reference is None:
+        return tuple(args or ()), dict(kwargs or {})
+    return (), {"claimcheck_sha256": reference.sha256, "claimcheck_size": reference.size}
+
+
+def discard_arguments(args: Any, kwargs: Any) -> None:
+    """Delete at once the blob of an offloaded argument set that will not be published (idempotent)."""
+    reference = arguments_reference(args, kwargs)
+    if reference is not None:
+        _delete_quietly(reference)
 
 
 def arguments_reference(args: Any, kwargs: Any) -> Reference | None:

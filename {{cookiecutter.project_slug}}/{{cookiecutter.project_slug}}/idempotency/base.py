@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from celery import current_task
-from celery.contrib.django.task import DjangoTask
 from celery.exceptions import Ignore, Reject, Retry
 from celery.utils.log import get_task_logger
 
 from {{ cookiecutter.project_slug }} import pools
+from {{ cookiecutter.project_slug }}.claimcheck import base as claimcheck
 from {{ cookiecutter.project_slug }}.errors import PermanentError
 
 from . import services
@@ -45,8 +45,10 @@ LEASE_LOST = "key %r: lease lost to another delivery; this delivery's outcome is
 RETRYING = "key %r attempt %d/%d failed (%r); retrying in %.1fs"
 
 
-class IdempotentTask(DjangoTask):
+class IdempotentTask(claimcheck.ClaimCheckTask):
     """A task whose effect happens once per key, however often its message is delivered.
+
+    Large argument sets and results travel through the claim-check storage (``ClaimCheckTask``).
 
     Declare with ``@shared_task(base=IdempotentTask, worker_pool=pools.DEFAULT)``; enqueue with
     ``task.enqueue(*args, **kwargs)`` (key derived from the task name and arguments) or
@@ -115,12 +117,12 @@ class IdempotentTask(DjangoTask):
     def resolve_arguments(
         self, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        """Return the arguments the body receives, from those the message carried (identity here)."""
-        return args, kwargs
+        """Return the arguments the body receives: an offloaded argument set is loaded from the claim check."""
+        return claimcheck.resolve_arguments(args, kwargs)
 
     def store_result(self, value: Any) -> Any:
-        """Return what the row stores and every delivery returns for the body's ``value`` (identity here)."""
-        return value
+        """Return what the row stores and every delivery returns: a large ``value`` becomes a claim-check reference."""
+        return claimcheck.offload_result(value, limit=self.claimcheck_result_limit)
 
     # ------------------------------------------------------------------
     # Execution
@@ -130,7 +132,8 @@ class IdempotentTask(DjangoTask):
         request = self.request
         if request.called_directly:
             return self.run(*args, **kwargs)
-        digest = payload_hash(self.name, args, kwargs)
+        # An offloaded argument set is identified by its blob's sha256: no blob read before the claim.
+        digest = payload_hash(self.name, *claimcheck.payload_identity(args, kwargs))
         given = getattr(request, KEY_HEADER, None)
         key = validate_key(given) if given is not None else derive_key(self.name, digest)
         owner = f"{request.hostname or 'worker'}:{os.getpid()}:{uuid.uuid4().hex[:12]}"

@@ -15,6 +15,8 @@ from django.db import transaction
 from django.db.models import Case, CharField, DateTimeField, F, Q, QuerySet, Value, When
 from django.utils import timezone
 
+from {{ cookiecutter.project_slug }}.claimcheck import base as claimcheck
+
 from .exceptions import NotIdempotentTaskError, PayloadMismatchError
 from .models import Status, TaskRecord
 from .payload import check_serializable, derive_key, payload_hash, validate_key
@@ -92,7 +94,9 @@ def enqueue(
     args, kwargs = tuple(args), dict(kwargs or {})
     check_serializable(task.name, args, kwargs)
     task.check_arguments(args, kwargs)
-    digest = payload_hash(task.name, args, kwargs)
+    # Claim check: a large argument set is stored first and the row and the message carry its reference.
+    args, kwargs = claimcheck.offload_arguments(args, kwargs, threshold=task.claimcheck_threshold)
+    digest = payload_hash(task.name, *claimcheck.payload_identity(args, kwargs))
     key = validate_key(key) if key is not None else derive_key(task.name, digest)
     candidate = TaskRecord(
         key=key,
@@ -106,6 +110,8 @@ def enqueue(
         # INSERT ... ON CONFLICT DO NOTHING: two callers racing on one key create one row.
         TaskRecord.objects.bulk_create([candidate], ignore_conflicts=True)
         record = TaskRecord.objects.get(key=key)
+        if record.pk != candidate.pk:
+            claimcheck.discard_arguments(args, kwargs)  # nothing is published for this call
         if record.payload_hash != digest:
             raise PayloadMismatchError(key, task.name, record.payload_hash, digest)
         if record.pk == candidate.pk:
