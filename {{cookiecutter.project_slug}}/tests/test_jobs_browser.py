@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from .claimcheck_fixtures import *  # noqa: F403  (claimcheck_backend: local disk and S3)
 from .customers import customer_csv
 from .services import find_binary, unavailable
 from .web import start_web
@@ -49,13 +50,17 @@ def summary_of(path: Path) -> dict[str, int]:
         return {row["country"]: int(row["customers"]) for row in csv.DictReader(file)}
 
 
-def test_sign_in_upload_watch_progress_and_download(start_worker, worker_env, django_user_model, tmp_path):
+def test_sign_in_upload_watch_progress_and_download(
+    claimcheck_backend, start_worker, worker_env, django_user_model, tmp_path
+):
     sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
     executable = chromium()
     django_user_model.objects.create_user("dana", "dana@example.com", PASSWORD)
-    start_worker("reports")
-    start_worker("emails")
-    web, base = start_web(worker_env, tmp_path / "logs")
+    # On S3 the browser posts the file to the S3 API server itself, another origin than the page.
+    env = {**worker_env, **claimcheck_backend.env}
+    start_worker("reports", env=env)
+    start_worker("emails", env=env)
+    web, base = start_web(env, tmp_path / "logs")
     customers = customer_csv(200_000, seed=11)
     csv_path = tmp_path / "customers.csv"
     csv_path.write_bytes(customers.data)
