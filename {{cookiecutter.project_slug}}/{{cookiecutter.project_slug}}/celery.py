@@ -6,7 +6,7 @@ import os
 from functools import cached_property
 from typing import Any
 
-from celery import Celery
+from celery import Celery, concurrency
 from celery.app.amqp import AMQP
 from celery.app.routes import Router
 from celery.apps.worker import Worker
@@ -14,6 +14,8 @@ from celery.exceptions import QueueNotFound
 from celery.utils.nodenames import default_nodename, host_format
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "{{ cookiecutter.project_slug }}.settings.local")
+# `-P threads` gets a threads pool whose running tasks the soft shutdown can stop (threadpool.py).
+concurrency.ALIASES["threads"] = "{{ cookiecutter.project_slug }}.threadpool:TaskPool"
 
 
 class UnknownQueue(QueueNotFound):
