@@ -6,7 +6,9 @@ import os
 import time
 from typing import Any
 
+import redis
 from celery import shared_task
+from django.conf import settings
 from django.db.models import F
 
 from {{ cookiecutter.project_slug }}.errors import PermanentError
@@ -77,13 +79,30 @@ def reports_progress(self: Any, name: str, steps: int = 4, step_seconds: float =
     return steps
 
 
-@shared_task(worker_pool=DEFAULT)
+#: Redis counter of completed no-op tasks (scripts/bench_idempotency.py reads it).
+NOOP_DONE_KEY = "bench:idempotency:done"
+
+
+def _count_done() -> None:
+    global _redis_client
+    if _redis_client is None:
+        _redis_client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    _redis_client.incr(NOOP_DONE_KEY)
+
+
+_redis_client: redis.Redis | None = None
+
+
+# Both no-ops skip Celery's result backend; the idempotent one stores its result in its row anyway.
+@shared_task(worker_pool=DEFAULT, ignore_result=True)
 def noop_plain(n: int) -> int:
-    """Do nothing, as a plain task (the benchmark's baseline)."""
+    """Count one completion, as a plain task (the benchmark's baseline)."""
+    _count_done()
     return n
 
 
-@shared_task(base=IdempotentTask, worker_pool=DEFAULT)
+@shared_task(base=IdempotentTask, worker_pool=DEFAULT, ignore_result=True)
 def noop_idempotent(n: int) -> int:
-    """Do nothing, on the idempotent base class (the benchmark's subject)."""
+    """Count one completion, on the idempotent base class (the benchmark's subject)."""
+    _count_done()
     return n
