@@ -10,6 +10,7 @@ from django.db.models import F
 
 from {{ cookiecutter.project_slug }}.idempotency.base import IdempotentTask
 from {{ cookiecutter.project_slug }}.pools import DEFAULT
+
 from tests.effects.models import Counter
 
 #: Counter bumped each time the body of ``counted_digest`` runs.

@@ -169,3 +169,17 @@ def test_sweep_is_a_scheduled_task(settings):
     entry = settings.CELERY_BEAT_SCHEDULE["claimcheck-sweep-orphans"]
     assert entry["task"] == tasks.sweep_orphans.name
     assert entry["task"] in app.tasks
+
+
+def test_system_checks_refuse_settings_that_disagree(settings):
+    from django.core.checks import registry
+
+    from {{ cookiecutter.project_slug }}.claimcheck.checks import check_claimcheck_settings
+
+    assert check_claimcheck_settings in registry.registry.get_checks()
+    assert check_claimcheck_settings() == []
+    settings.CLAIMCHECK_MESSAGE_MAX_BYTES = settings.CLAIMCHECK_ARGS_THRESHOLD
+    settings.CLAIMCHECK_ORPHAN_TTL = 60
+    messages = {m.id: m.msg for m in check_claimcheck_settings()}
+    assert set(messages) == {"claimcheck.E001", "claimcheck.W001"}
+    assert "must be larger than CLAIMCHECK_ARGS_THRESHOLD" in messages["claimcheck.E001"]

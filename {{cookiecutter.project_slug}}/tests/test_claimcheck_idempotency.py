@@ -9,6 +9,7 @@ import pytest
 from {{ cookiecutter.project_slug }}.claimcheck import blobs, resolve_result
 from {{ cookiecutter.project_slug }}.claimcheck.references import is_envelope
 from {{ cookiecutter.project_slug }}.idempotency.models import Status, TaskRecord
+
 from tests import tasks_claimcheck as tasks
 from tests.effects.models import Counter
 

@@ -15,6 +15,8 @@ class ClaimCheckConfig(AppConfig):
     def ready(self) -> None:
         from celery.signals import worker_init
 
+        from . import checks  # noqa: F401  (registers the system checks)
+
         worker_init.connect(_load_storage_backend, weak=False)
 
 
