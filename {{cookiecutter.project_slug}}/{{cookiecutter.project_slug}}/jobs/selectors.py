@@ -91,10 +91,15 @@ def shape(job: Job, row: dict[str, Any] | None, request: HttpRequest | None = No
         "error": error,
         "result": (result or {}).get("stats") if isinstance(result, dict) else None,
         "links": result_links(result, request),
-        "urls": {
-            "status": reverse("jobs:job", args=[job.id]),
-            "events": reverse("jobs:events", args=[job.id]),
-        },
+        "urls": job_urls(job),
+    }
+
+
+def job_urls(job: Job) -> dict[str, str]:
+    """Return the API URLs of ``job``: its status and its event stream."""
+    return {
+        "status": reverse("jobs:job", args=[job.id]),
+        "events": reverse("jobs:events", args=[job.id]),
     }
 
 

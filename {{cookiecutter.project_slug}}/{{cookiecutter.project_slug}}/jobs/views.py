@@ -14,7 +14,6 @@ from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import render
-from django.urls import reverse
 from django.views.csrf import csrf_failure as django_csrf_failure
 
 from . import selectors, services
@@ -61,14 +60,6 @@ def parse_job_id(job_id: str) -> uuid.UUID:
         raise UnknownJobError(f"No job with id {job_id[:80]!r}: job ids are UUIDs.") from None
 
 
-def job_urls(job: Job) -> dict[str, str]:
-    """Return the API URLs of ``job``."""
-    return {
-        "status": reverse("jobs:job", args=[job.id]),
-        "events": reverse("jobs:events", args=[job.id]),
-    }
-
-
 @api("POST")
 def upload_create(request: HttpRequest) -> HttpResponse:
     """Return a one-use form that uploads a file straight to storage (presigned POST)."""
@@ -97,7 +88,7 @@ def jobs(request: HttpRequest) -> HttpResponse:
     data = read_json(request, {"kind": str, "upload": str}, ("kind", "upload"))
     kind = choice("kind", data["kind"], Job.Kind.values)
     job = services.job_start(owner=request.user, kind=kind, upload=data["upload"])
-    urls = job_urls(job)
+    urls = selectors.job_urls(job)
     body = {"id": str(job.id), "kind": job.kind, "status": "pending", "urls": urls}
     # 202: accepted, not done. The worker does the job; the client polls or streams the Location.
     return JsonResponse(body, status=202, headers={"Location": urls["status"]})
