@@ -182,4 +182,5 @@ def test_system_checks_refuse_settings_that_disagree(settings):
     settings.CLAIMCHECK_ORPHAN_TTL = 60
     messages = {m.id: m.msg for m in check_claimcheck_settings()}
     assert set(messages) == {"claimcheck.E001", "claimcheck.W001"}
+    assert "IDEMPOTENCY_RETENTION" in messages["claimcheck.W001"]
     assert "must be larger than CLAIMCHECK_ARGS_THRESHOLD" in messages["claimcheck.E001"]

@@ -113,3 +113,9 @@ def test_message_cap_refuses_oversized_body_naming_size_and_cap(claimcheck_backe
     # Under the cap everything is normal.
     tasks.digest.delay("z" * 1000)
     assert redis.Redis.from_url(clean_broker).llen("default") == 1
+
+
+def test_direct_call_runs_the_body_without_storing_anything(claimcheck_backend):
+    text = tasks.make_text(3 * MB, "direct")
+    assert text == {"text": tasks.pattern(3 * MB, "direct"), "seed": "direct"}
+    assert list(blobs.iter_blobs()) == []

@@ -173,6 +173,8 @@ class ClaimCheckTask(DjangoTask):
         return super().apply_async(args, kwargs, *rest, **options)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.request.called_directly:
+            return super().__call__(*args, **kwargs)  # a plain function call: nothing crossed a broker
         args, kwargs = resolve_arguments(args, kwargs)
         return offload_result(super().__call__(*args, **kwargs), limit=self.claimcheck_result_limit)
 

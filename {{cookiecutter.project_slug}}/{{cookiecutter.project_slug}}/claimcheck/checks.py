@@ -10,7 +10,7 @@ from django.core.checks import CheckMessage, Error, Warning, register
 
 @register()
 def check_claimcheck_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    """Refuse a broker cap that inline argument sets could hit, and warn when results are swept before they expire."""
+    """Refuse a broker cap that inline argument sets could hit; warn when results are swept while still kept."""
     messages: list[CheckMessage] = []
     threshold, cap = settings.CLAIMCHECK_ARGS_THRESHOLD, settings.CLAIMCHECK_MESSAGE_MAX_BYTES
     if cap <= threshold:
@@ -21,13 +21,15 @@ def check_claimcheck_settings(app_configs: Any = None, **kwargs: Any) -> list[Ch
                 id="claimcheck.E001",
             )
         )
-    ttl, expires = settings.CLAIMCHECK_ORPHAN_TTL, getattr(settings, "CELERY_RESULT_EXPIRES", None) or 0
-    if ttl < expires:
-        messages.append(
-            Warning(
-                f"CLAIMCHECK_ORPHAN_TTL ({ttl} s) is shorter than CELERY_RESULT_EXPIRES ({expires} s): "
-                "offloaded results would be swept while their task results still point at them.",
-                id="claimcheck.W001",
+    ttl = settings.CLAIMCHECK_ORPHAN_TTL
+    for name in ("CELERY_RESULT_EXPIRES", "IDEMPOTENCY_RETENTION"):
+        kept = getattr(settings, name, None) or 0
+        if ttl < kept:
+            messages.append(
+                Warning(
+                    f"CLAIMCHECK_ORPHAN_TTL ({ttl} s) is shorter than {name} ({kept} s): offloaded results "
+                    "would be swept while stored results still point at them.",
+                    id="claimcheck.W001",
+                )
             )
-        )
     return messages

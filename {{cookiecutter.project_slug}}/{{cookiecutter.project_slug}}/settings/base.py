@@ -238,8 +238,9 @@ CLAIMCHECK_UPLOAD_CONTENT_TYPES = env.list(
 )
 CLAIMCHECK_UPLOAD_EXPIRES = 10 * 60
 CLAIMCHECK_DOWNLOAD_EXPIRES = 5 * 60
-# Blobs older than this are orphans: longer than results are kept and than any task waits in a queue.
-CLAIMCHECK_ORPHAN_TTL = env.int("CLAIMCHECK_ORPHAN_TTL", default=2 * 24 * 3600)
+# Blobs older than this are orphans: longer than any task waits in a queue and than results are kept
+# (CELERY_RESULT_EXPIRES, IDEMPOTENCY_RETENTION: a finished row may still point at its result blob).
+CLAIMCHECK_ORPHAN_TTL = env.int("CLAIMCHECK_ORPHAN_TTL", default=8 * 24 * 3600)
 CELERY_BEAT_SCHEDULE["claimcheck-sweep-orphans"] = {
     "task": "{{ cookiecutter.project_slug }}.claimcheck.tasks.sweep_orphans",
     "schedule": 3600.0,
