@@ -176,3 +176,17 @@ def test_csrf_failure_is_json_and_the_token_header_passes(alice):
     token = client.cookies["csrftoken"].value
     response = post_json(client, "/api/uploads", UPLOAD, headers={"X-CSRFToken": token})
     assert response.status_code == 201, response.content
+
+
+def test_admin_lists_jobs_with_a_link_to_their_status_row(admin_client, alice):
+    from {{ cookiecutter.project_slug }}.idempotency.models import TaskRecord
+
+    job = Job.objects.create(owner=alice, kind=Job.Kind.REPORT, task_key="job:admin-1", filename="admin.csv")
+    row = TaskRecord.objects.create(
+        key=job.task_key, task_name="demo.report", queue="reports", payload_hash="0" * 64, status="running"
+    )
+    response = admin_client.get("/admin/jobs/job/")
+    assert response.status_code == 200
+    assert b"admin.csv" in response.content
+    assert f'href="/admin/idempotency/taskrecord/{row.pk}/change/">running</a>'.encode() in response.content
+    assert admin_client.get("/admin/jobs/job/add/").status_code == 403
