@@ -190,3 +190,14 @@ def test_admin_lists_jobs_with_a_link_to_their_status_row(admin_client, alice):
     assert b"admin.csv" in response.content
     assert f'href="/admin/idempotency/taskrecord/{row.pk}/change/">running</a>'.encode() in response.content
     assert admin_client.get("/admin/jobs/job/add/").status_code == 403
+
+
+def test_csrf_failure_of_any_json_call_is_json(alice):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(alice)
+    response = post_json(client, "/claimcheck/uploads/", {"content_type": "text/csv"})
+    assert response.status_code == 403
+    assert error_of(response)["code"] == "csrf_failed"
+    form = client.post("/accounts/logout/")
+    assert form.status_code == 403
+    assert form["Content-Type"].startswith("text/html")  # pages keep Django's own CSRF page

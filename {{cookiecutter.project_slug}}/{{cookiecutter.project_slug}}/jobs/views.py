@@ -169,8 +169,8 @@ def index(request: HttpRequest) -> HttpResponse:
 
 
 def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
-    """Answer a failed CSRF check with JSON under /api/, with Django's page elsewhere."""
-    if request.path.startswith("/api/"):
+    """Answer a failed CSRF check with JSON to API calls (under /api/, or a JSON body), with Django's page elsewhere."""
+    if request.path.startswith("/api/") or request.content_type == "application/json":
         message = (
             f"CSRF check failed ({reason}). Send the csrftoken cookie's value in the X-CSRFToken header "
             "along with the session cookie."
