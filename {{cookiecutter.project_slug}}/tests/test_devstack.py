@@ -117,7 +117,7 @@ def test_make_dev_stack_runs_every_process_without_services(devstack, tmp_path):
         alive = all(heartbeat.check(p.name, beats)[0] for p in pools.POOLS)
         return alive and http_status(f"{web}/healthz") == 200 and http_status(f"{flower}/healthcheck") == 200
 
-    wait_until(up, 120, "web, Flower and every pool's worker heartbeat", interval=0.5)
+    wait_until(up, 180, "web, Flower and every pool's worker heartbeat", interval=0.5)
     assert http_status(f"{flower}/", auth=None) == 401
     assert http_status(f"{flower}/", auth=(env["FLOWER_USER"], env["FLOWER_PASSWORD"])) == 200
 
