@@ -53,7 +53,8 @@ def test_worker_takes_pool_options_from_registry(start_worker):
     by_prefix = {name.split("@")[0].rsplit("-", 1)[0]: (name, s) for name, s in stats.items()}
 
     emails_node, emails_stats = by_prefix["emails"]
-    assert emails_stats["pool"]["implementation"].endswith("thread:TaskPool")
+    # The project's threads pool (threadpool.py: Celery's, with tasks the soft shutdown can stop).
+    assert emails_stats["pool"]["implementation"].endswith(".threadpool:TaskPool")
     assert emails_stats["pool"]["max-concurrency"] == pools.EMAILS.concurrency
     assert [q["name"] for q in queues[emails_node]] == ["emails"]
 
