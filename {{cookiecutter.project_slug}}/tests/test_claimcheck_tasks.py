@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import time
 
 import pytest
 import redis
@@ -119,3 +120,14 @@ def test_direct_call_runs_the_body_without_storing_anything(claimcheck_backend):
     text = tasks.make_text(3 * MB, "direct")
     assert text == {"text": tasks.pattern(3 * MB, "direct"), "seed": "direct"}
     assert list(blobs.iter_blobs()) == []
+
+
+@pytest.mark.workers
+def test_sweep_task_on_a_worker_deletes_orphans(claimcheck_backend, start_worker, clean_broker):
+    from {{ cookiecutter.project_slug }}.claimcheck.tasks import sweep_orphans
+
+    orphan = blobs.store_bytes(b"left behind", prefix="args")
+    time.sleep(2.1)  # S3 modification times have one-second resolution
+    start_worker("default", env={**claimcheck_backend.env, "CLAIMCHECK_ORPHAN_TTL": "1"})
+    assert sweep_orphans.delay().get(timeout=60) == {"deleted": 1}
+    assert not blobs.exists(orphan)
