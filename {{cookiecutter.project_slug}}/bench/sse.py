@@ -1,0 +1,164 @@
+"""Scenario 4: many concurrent SSE streams on one ASGI process: memory per stream and event delay."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from tests.services import PACKAGE, Process, free_port, port_open, wait_until
+
+from .harness import Stack, percentile
+
+OWNER = "bench-sse-worker"
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def _session_cookie() -> str:
+    """Return a session cookie of a fresh user, made the way Django's login() makes one."""
+    from django.conf import settings
+    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
+    from django.contrib.sessions.backends.db import SessionStore
+
+    user = get_user_model().objects.create_user(f"bench-{uuid.uuid4().hex[:8]}", password=uuid.uuid4().hex)
+    session = SessionStore()
+    session[SESSION_KEY] = str(user.pk)
+    session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+    session[HASH_SESSION_KEY] = user.get_session_auth_hash()
+    session.save()
+    _session_cookie.user = user  # type: ignore[attr-defined]
+    return f"{settings.SESSION_COOKIE_NAME}={session.session_key}"
+
+
+def _make_jobs(count: int) -> list[tuple[str, str]]:
+    """Create ``count`` running jobs of the bench user; return (job id, status-row key) pairs."""
+    from django.utils import timezone
+
+    from {{ cookiecutter.project_slug }}.idempotency.models import Status, TaskRecord
+    from {{ cookiecutter.project_slug }}.jobs.models import Job
+
+    user = _session_cookie.user  # type: ignore[attr-defined]
+    pairs = []
+    for i in range(count):
+        key = f"bench-sse-{uuid.uuid4().hex}"
+        TaskRecord.objects.create(
+            key=key,
+            task_name="bench.sse",
+            queue="reports",
+            status=Status.RUNNING,
+            payload_hash="0" * 64,
+            owner=OWNER,
+            started_at=timezone.now(),
+            lease_expires_at=timezone.now() + timezone.timedelta(hours=1),
+        )
+        job = Job.objects.create(owner=user, kind=Job.Kind.REPORT, filename=f"bench-{i}.csv", task_key=key)
+        pairs.append((str(job.id), key))
+    return pairs
+
+
+class Stream:
+    """One SSE client connection that timestamps every event it reads."""
+
+    def __init__(self, port: int, cookie: str, job_id: str) -> None:
+        self.port, self.cookie, self.job_id = port, cookie, job_id
+        self.events: list[tuple[float, str]] = []
+        self.first = asyncio.Event()
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def run(self) -> None:
+        reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        request = (
+            f"GET /api/jobs/{self.job_id}/events HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Cookie: {self.cookie}\r\nAccept: text/event-stream\r\n\r\n"
+        )
+        self.writer.write(request.encode())
+        await self.writer.drain()
+        status = await reader.readline()
+        if b" 200 " not in status:
+            raise RuntimeError(f"stream for job {self.job_id} answered {status!r}")
+        while line := await reader.readline():
+            if line.startswith(b"data:"):
+                self.events.append((time.monotonic(), line.decode()))
+                self.first.set()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+async def _measure(port: int, pid: int, cookie: str, jobs: list[tuple[str, str]], samples: int) -> dict[str, Any]:
+    from asgiref.sync import sync_to_async
+
+    from {{ cookiecutter.project_slug }}.idempotency import services
+
+    baseline_kib = _rss_kib(pid)
+    streams = [Stream(port, cookie, job_id) for job_id, _ in jobs]
+    tasks = [asyncio.create_task(s.run()) for s in streams]
+    opened = time.monotonic()
+    await asyncio.wait_for(asyncio.gather(*(s.first.wait() for s in streams)), timeout=300)
+    all_open_seconds = time.monotonic() - opened
+    await asyncio.sleep(2)  # let the server settle with every stream open
+    open_kib = _rss_kib(pid)
+
+    delays = []
+    step = max(1, len(jobs) // samples)
+    for n, (job_id, key) in enumerate(jobs[::step][:samples]):
+        stream = streams[jobs.index((job_id, key))]
+        seen = len(stream.events)
+        fraction = round(0.01 + n / (samples * 2), 4)
+        changed = time.monotonic()
+        await sync_to_async(services.report_progress)(
+            key=key, owner=OWNER, fraction=fraction, message="bench", lease_seconds=3600
+        )
+        deadline = changed + 30
+        while time.monotonic() < deadline:
+            fresh = [t for t, data in stream.events[seen:] if f'"fraction":{fraction}' in data]
+            if fresh:
+                delays.append(fresh[0] - changed)
+                break
+            await asyncio.sleep(0.002)
+        else:
+            raise TimeoutError(f"no event for job {job_id} within 30 s")
+    for stream in streams:
+        stream.close()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return {
+        "streams": len(streams),
+        "seconds to open all and get first events": all_open_seconds,
+        "server RSS before (MiB)": baseline_kib / 1024,
+        "server RSS with all open (MiB)": open_kib / 1024,
+        "memory per stream (KiB)": (open_kib - baseline_kib) / len(streams),
+        "event delay p50 (ms)": percentile(delays, 50) * 1000,
+        "event delay p99 (ms)": percentile(delays, 99) * 1000,
+        "delay samples": len(delays),
+    }
+
+
+def sse(stack: Stack, count: int, samples: int = 200) -> dict[str, Any]:
+    """Open ``count`` SSE streams on one uvicorn process and measure memory and event delay."""
+    from django.conf import settings
+
+    cookie = _session_cookie()
+    jobs = _make_jobs(count)
+    port = free_port()
+    argv = [sys.executable, "-m", "uvicorn", f"{PACKAGE}.asgi:application", "--host", "127.0.0.1"]
+    argv += ["--port", str(port), "--no-access-log", "--log-level", "warning", "--backlog", "4096"]
+    server = Process(argv, stack.workdir / "logs" / "uvicorn.log", env=stack.env).start()
+    try:
+        wait_until(lambda: port_open(port) or not server.alive(), 60, "uvicorn to listen")
+        result = asyncio.run(_measure(port, server.pid, cookie, jobs, min(samples, count)))
+        result["server poll interval (ms), JOBS_SSE_POLL_SECONDS"] = settings.JOBS_SSE_POLL_SECONDS * 1000
+        return {"SSE streams on one uvicorn process": result}
+    finally:
+        server.stop()
