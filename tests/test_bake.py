@@ -56,6 +56,17 @@ def test_ruff_is_clean_and_the_lock_installs(synced, combination):
     assert formatted.returncode == 0, formatted.stdout[-4000:]
 
 
+@pytest.mark.parametrize("combination", COMBINATIONS)
+def test_process_files_match_the_registry(synced, combination):
+    """Run each bake's own no-drift test: Procfile, compose.yaml and k8s/ as the registry renders them."""
+    project = synced(combination)
+    pytest = ["uv", "run", "--locked", "pytest", "-q", "-p", "no:cacheprovider"]
+    done = run([*pytest, "tests/test_procfiles.py"], project.path)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    if project.context.get("kubernetes_manifests") == "y":
+        assert "skipped" not in done.stdout, done.stdout[-2000:]
+
+
 def test_the_slug_names_the_package_everywhere(synced):
     project = synced("acme-jobs")
     assert (project.path / "acme_jobs" / "celery.py").exists()
