@@ -80,6 +80,7 @@ def test_sigterm_lets_a_running_task_finish_and_loses_nothing(start_worker, clea
 
     code, took = stop_and_time(worker, signal.SIGTERM, SOFT_SHUTDOWN + TEARDOWN)
 
+    print(f"\n{queue}: SIGTERM with a {SOFT_SHUTDOWN / 3:.1f}s task running -> exit {code} after {took:.1f}s")
     assert code == 0, worker.log()[-3000:]
     assert took < SOFT_SHUTDOWN + TEARDOWN
     assert "Initiating Soft Shutdown" in worker.log()
@@ -108,6 +109,7 @@ def test_sigterm_requeues_a_task_longer_than_the_soft_shutdown(start_worker, cle
 
     code, took = stop_and_time(worker, signal.SIGTERM, SOFT_SHUTDOWN + TEARDOWN)
 
+    print(f"\n{queue}: SIGTERM with a {seconds:.1f}s task running -> exit {code} after {took:.1f}s, task requeued")
     assert code == 0, worker.log()[-3000:]
     assert SOFT_SHUTDOWN <= took < SOFT_SHUTDOWN + TEARDOWN
     log = worker.log()
