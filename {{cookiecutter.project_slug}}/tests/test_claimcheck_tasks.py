@@ -131,3 +131,20 @@ def test_sweep_task_on_a_worker_deletes_orphans(claimcheck_backend, start_worker
     start_worker("default", env={**claimcheck_backend.env, "CLAIMCHECK_ORPHAN_TTL": "1"})
     assert sweep_orphans.delay().get(timeout=60) == {"deleted": 1}
     assert not blobs.exists(orphan)
+
+
+@pytest.mark.workers
+def test_redelivery_after_success_does_not_turn_it_into_a_failure(claimcheck_backend, start_worker, clean_broker):
+    data = tasks.pattern(MB, "again")
+    result = tasks.digest.delay(data)
+    reference = message_reference(queued_messages(clean_broker, "default")[0])
+    worker = start_worker("default", env=claimcheck_backend.env)
+    expected = {"length": MB, "sha256": hashlib.sha256(data.encode()).hexdigest(), "label": ""}
+    assert result.get(timeout=60) == expected
+    wait_until(lambda: not blobs.exists(reference), 30, "the argument blob to be deleted after success")
+
+    # The same message again (same id, same reference), as acks_late redelivers it after a crash before the ack.
+    tasks.digest.apply_async(kwargs=reference.envelope(), task_id=result.id)
+    wait_until(lambda: "not running it again" in worker.log(), 30, "the redelivery to be dropped")
+    assert result.state == states.SUCCESS
+    assert result.get(timeout=5) == expected

@@ -10,6 +10,7 @@ from typing import Any
 
 from celery import states
 from celery.contrib.django.task import DjangoTask
+from celery.exceptions import Ignore
 from celery.result import AsyncResult
 from django.conf import settings
 from django.db import transaction
@@ -17,6 +18,7 @@ from kombu.serialization import dumps, loads
 from kombu.utils.json import dumps as json_dumps
 
 from . import blobs
+from .exceptions import BlobMissingError, InvalidReferenceError
 from .references import Reference, from_envelope, is_envelope
 
 logger = logging.getLogger(__name__)
@@ -81,8 +83,6 @@ def resolve_arguments(args: Any, kwargs: Any) -> tuple[tuple[Any, ...], dict[str
     reference = arguments_reference(args, kwargs)
     if reference is not None:
         if reference.content_type != _ARGS_CONTENT_TYPE:
-            from .exceptions import InvalidReferenceError
-
             raise InvalidReferenceError(
                 f"claim-check argument blob {reference.key!r} has content type {reference.content_type!r}; "
                 f"accepted: {_ARGS_CONTENT_TYPE!r}"
@@ -175,7 +175,17 @@ class ClaimCheckTask(DjangoTask):
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.request.called_directly:
             return super().__call__(*args, **kwargs)  # a plain function call: nothing crossed a broker
-        args, kwargs = resolve_arguments(args, kwargs)
+        try:
+            args, kwargs = resolve_arguments(args, kwargs)
+        except BlobMissingError:
+            # With acks_late, a worker that died after storing the success but before acking gets the
+            # message again, and the success already deleted the blob: nothing is left to do.
+            if self.AsyncResult(self.request.id).state == states.SUCCESS:
+                logger.info(
+                    "Task %s already succeeded and its argument blob is gone: not running it again", self.request.id
+                )
+                raise Ignore() from None
+            raise
         return offload_result(super().__call__(*args, **kwargs), limit=self.claimcheck_result_limit)
 
     def after_return(self, status: str, retval: Any, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
