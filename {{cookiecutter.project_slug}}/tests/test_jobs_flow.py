@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -39,10 +40,15 @@ def stack_env(worker_env: dict[str, str], smtp: SMTPRecorder, request: pytest.Fi
 
 
 @pytest.fixture
-def web(stack_env, tmp_path: Path):
+def web_process(stack_env, tmp_path: Path):
     proc, base = start_web(stack_env, tmp_path / "logs")
-    yield base
+    yield proc, base
     proc.stop()
+
+
+@pytest.fixture
+def web(web_process) -> str:
+    return web_process[1]
 
 
 @pytest.fixture
@@ -175,6 +181,42 @@ def test_report_of_a_bad_csv_fails_for_good_with_a_clear_error(start_worker, sta
     assert "no 'email' column" in final["error"]["message"]
     assert final["links"] == {}
     assert browser.request("GET", location).json()["error"]["type"].endswith("DemoInputError")
+
+
+def test_one_web_process_holds_many_streams_without_a_thread_each(web_process, browser, django_user_model):
+    from {{ cookiecutter.project_slug }}.idempotency.models import TaskRecord
+    from {{ cookiecutter.project_slug }}.jobs.models import Job
+
+    proc, _ = web_process
+    owner = django_user_model.objects.get(username="carol")
+    job = Job.objects.create(owner=owner, kind=Job.Kind.REPORT, task_key="job:many-streams", filename="many.csv")
+    TaskRecord.objects.create(key=job.task_key, task_name="demo.report", queue="reports", payload_hash="0" * 64)
+    streams = 40
+    pings = [0] * streams
+    threads_seen: list[int] = []
+
+    def follow(n: int) -> None:
+        for line in browser.events(f"/api/jobs/{job.id}/events", timeout=30):
+            if line == ": ping":
+                pings[n] += 1
+                if pings[n] == 2:
+                    return
+
+    def web_threads() -> int:
+        status = Path(f"/proc/{proc.pid}/status").read_text()
+        return int(next(line.split()[1] for line in status.splitlines() if line.startswith("Threads:")))
+
+    readers = [threading.Thread(target=follow, args=(n,)) for n in range(streams)]
+    for reader in readers:
+        reader.start()
+    while any(reader.is_alive() for reader in readers):
+        threads_seen.append(web_threads())
+        time.sleep(0.2)
+    for reader in readers:
+        reader.join(timeout=60)
+    assert pings == [2] * streams  # every stream stayed open and pinged twice
+    # Streams wait on the event loop: a few shared threads serve all of them, not one thread each.
+    assert max(threads_seen) < streams / 2, threads_seen
 
 
 def _wait(predicate, timeout: float, what: str) -> None:

@@ -6,9 +6,14 @@ from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "{{ cookiecutter.project_slug }}.settings.local")
 
-application = get_asgi_application()
+django_application = get_asgi_application()
 
 from django.conf import settings  # noqa: E402  (settings are configured by get_asgi_application)
+
+from {{ cookiecutter.project_slug }}.jobs.streams import shared_thread_streams  # noqa: E402
+
+# Open event streams hold no thread each (jobs/streams.py); every other request is Django's as usual.
+application = shared_thread_streams(django_application)
 
 if settings.SERVE_STATIC:
     # Serve the apps' static files (the jobs page's CSS and JS) from the ASGI process itself; turn
