@@ -68,3 +68,9 @@ def idempotent_digest(data: str) -> dict[str, Any]:
 def idempotent_text(size: int, seed: str) -> dict[str, Any]:
     """Return a large result from an idempotent task."""
     return {"text": pattern(size, seed), "seed": seed}
+
+
+@shared_task(worker_pool=DEFAULT)
+def text_summary(value: dict[str, Any]) -> dict[str, Any]:
+    """Summarize the result of ``make_text`` (chained after it: receives that result as its argument)."""
+    return {**_digest(value["text"]), "seed": value["seed"]}

@@ -148,3 +148,16 @@ def test_redelivery_after_success_does_not_turn_it_into_a_failure(claimcheck_bac
     wait_until(lambda: "not running it again" in worker.log(), 30, "the redelivery to be dropped")
     assert result.state == states.SUCCESS
     assert result.get(timeout=5) == expected
+
+
+@pytest.mark.workers
+def test_chained_task_receives_an_offloaded_result_resolved(claimcheck_backend, start_worker, clean_broker):
+    start_worker("default", env=claimcheck_backend.env)
+    result = (tasks.make_text.s(3 * MB, "chain") | tasks.text_summary.s()).delay()
+    text = tasks.pattern(3 * MB, "chain")
+    assert result.get(timeout=120) == {
+        "length": 3 * MB,
+        "sha256": hashlib.sha256(text.encode()).hexdigest(),
+        "seed": "chain",
+    }
+    assert is_envelope(result.parent.get(timeout=5))  # the 3 MB travelled between the tasks as a reference
