@@ -61,7 +61,9 @@ def stack() -> Iterator[Stack]:
         subprocess.run(
             [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=PROJECT_DIR, env=env, check=True
         )
-        os.environ.update({k: env[k] for k in ("DJANGO_SETTINGS_MODULE", "DATABASE_URL", "CELERY_BROKER_URL", "RUN_DIR")})
+        os.environ.update(
+            {k: env[k] for k in ("DJANGO_SETTINGS_MODULE", "DATABASE_URL", "CELERY_BROKER_URL", "RUN_DIR")}
+        )
         import django
 
         django.setup()

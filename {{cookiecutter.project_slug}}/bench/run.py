@@ -1,7 +1,7 @@
 """Run the benchmarks against real Redis and PostgreSQL and write a Markdown report.
 
-    uv run python -m bench.run                     # every scenario, full size
-    uv run python -m bench.run --only throughput --count 500 --repeats 1
+uv run python -m bench.run                     # every scenario, full size
+uv run python -m bench.run --only throughput --count 500 --repeats 1
 """
 
 from __future__ import annotations
