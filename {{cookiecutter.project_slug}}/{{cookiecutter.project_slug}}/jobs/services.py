@@ -50,7 +50,8 @@ def upload_create(
     if size > limit:
         raise PayloadTooLargeError(f"The file has {size} bytes; a {kind} job accepts at most {limit}.")
     try:
-        form = claimcheck.create_upload(content_type=content_type, max_size=limit, request=request)
+        # The declared size is the ceiling: a client cannot declare a small file and send a large one.
+        form = claimcheck.create_upload(content_type=content_type, max_size=size, request=request)
     except ClaimCheckError as exc:
         raise InvalidFieldsError(str(exc)) from None
     token = signing.dumps(
