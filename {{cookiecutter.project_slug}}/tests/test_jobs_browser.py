@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from .claimcheck_fixtures import *  # noqa: F403  (claimcheck_backend: local disk and S3)
 from .customers import customer_csv
@@ -60,6 +61,7 @@ def test_sign_in_upload_watch_progress_and_download(
     env = {**worker_env, **claimcheck_backend.env}
     start_worker("reports", env=env)
     start_worker("emails", env=env)
+    start_worker("images", env=env)
     web, base = start_web(env, tmp_path / "logs")
     customers = customer_csv(200_000, seed=11)
     csv_path = tmp_path / "customers.csv"
@@ -67,6 +69,8 @@ def test_sign_in_upload_watch_progress_and_download(
     small = customer_csv(500, seed=12)
     small_path = tmp_path / "small.csv"
     small_path.write_bytes(small.data)
+    image_path = tmp_path / "photo.png"
+    Image.linear_gradient("L").resize((300, 200)).save(image_path)
     screenshot = tmp_path / "jobs-page.png"
 
     # No database access from here on: Playwright's sync API runs an event loop in this thread.
@@ -103,7 +107,6 @@ def test_sign_in_upload_watch_progress_and_download(
         assert any(0 < p < 100 for p in percents), percents  # the bar moved on the way
         assert percents == sorted(percents), percents
         assert any(url.endswith(f"/api/jobs/{row.get_attribute('data-job')}/events") for url in requested)
-        page.screenshot(path=str(screenshot), full_page=True)
 
         with page.expect_download() as download_info:
             row.locator("td.links a", has_text="summary.csv").click()
@@ -124,6 +127,18 @@ def test_sign_in_upload_watch_progress_and_download(
         assert newest.locator(".bar").get_attribute("data-percent") == "100"
         assert f"{small.customers} customers" in newest.inner_text()
         assert any(url.endswith(f"/api/jobs/{newest.get_attribute('data-job')}") for url in requested)
+        page.unroute("**/events")
+
+        # An image becomes thumbnails on the images pool, each a download link.
+        page.set_input_files("#file", str(image_path))
+        page.click("#start")
+        page.wait_for_function(
+            "() => document.querySelectorAll('#jobs tbody tr[data-status=succeeded]').length === 3", timeout=60_000
+        )
+        thumbs = page.locator("#jobs tbody tr").first
+        assert thumbs.locator("td.links a").all_inner_texts() == ["thumb-64.png", "thumb-128.png", "thumb-256.png"]
+        page.wait_for_timeout(500)  # let the bars' width transition finish before the picture
+        page.screenshot(path=str(screenshot), full_page=True)
         assert errors == []
         browser.close()
     web.stop()

@@ -158,7 +158,7 @@ def thumbnails(upload: str, *, progress: Progress = _no_progress) -> dict[str, A
     files = {}
     for done, (name, png) in enumerate(made.items(), start=1):
         files[name] = claimcheck.store_bytes(png, prefix="thumbnails", content_type="image/png").sign()
-        progress(0.3 + 0.7 * done / len(made), f"{name} stored")
+        progress(0.3 + 0.7 * done / len(made), f"{done} of {len(made)} thumbnails stored")
     return {"files": files, "stats": {"sizes": list(THUMBNAIL_SIZES), "bytes": reference.size}}
 
 
