@@ -6,21 +6,33 @@ until the orchestrator's SIGKILL leaves the message to the visibility timeout. T
 :class:`~celery.exceptions.WorkerTerminate` (a ``SystemExit``) inside the task's thread instead, at its
 next Python instruction, so the task unwinds (``finally`` blocks run), is not acknowledged, and the
 closing connection puts its message back in the queue.
+
+The cold shutdown stops the pool from the signal handler, on the main thread, which may be holding a
+lock at that moment; two such hangs (until SIGKILL) are fixed here. Shutdown signals are held back while
+a task is handed to a thread, as ``ThreadPoolExecutor.submit`` holds the lock that ``shutdown()`` takes;
+and a cold shutdown does not join the task threads, which may wait for a lock the interrupted main
+thread holds (a logging handler's, for one): the cancelled tasks end by themselves and the interpreter
+joins their threads at exit.
 """
 
 from __future__ import annotations
 
 import ctypes
+import signal
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
 from celery.concurrency import thread
-from celery.concurrency.base import apply_target
+from celery.concurrency.base import BasePool, apply_target
 from celery.exceptions import WorkerTerminate
+from celery.worker import state as worker_state
 
 __all__ = ["TaskPool"]
+
+#: Signals whose handlers stop the worker; blocked while a task is handed to a thread.
+SHUTDOWN_SIGNALS = {signal.SIGTERM, signal.SIGQUIT, signal.SIGINT}
 
 
 class _Job:
@@ -81,11 +93,26 @@ class TaskPool(thread.TaskPool):
         **_: Any,
     ) -> _Result:
         job = _Job(target)
-        future = self.executor.submit(apply_target, job, args, kwargs, callback, accept_callback)
+        # Delivered when the mask is restored, after submit() released its lock (see the module docstring).
+        # A thread submit() starts inherits the mask, so the main thread alone receives these signals.
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, SHUTDOWN_SIGNALS)
+        try:
+            if worker_state.should_terminate:
+                # A message still delivered after the cold shutdown began: never run it, never acknowledge
+                # it, and the closing connection puts it back in the queue.
+                return _Result(Future(), job)
+            future = self.executor.submit(apply_target, job, args, kwargs, callback, accept_callback)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         result = _Result(future, job)
         self._running.add(result)
         future.add_done_callback(lambda _: self._running.discard(result))
         return result
+
+    def on_stop(self) -> None:
+        """Stop taking tasks; wait for running ones only in a warm shutdown (see the module docstring)."""
+        self.executor.shutdown(wait=not worker_state.should_terminate, cancel_futures=True)
+        BasePool.on_stop(self)
 
     def terminate_job(self, pid: int, signal: Any = None) -> None:
         """Do nothing: every thread shares the worker's pid; ``_Result.terminate`` stops the one job."""
