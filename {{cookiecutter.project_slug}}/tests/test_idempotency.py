@@ -332,7 +332,7 @@ def test_attempts_exhausted_at_claim_fails_the_row_for_good(db, status):
     row = TaskRecord.objects.get(key="poison")
     assert row.status == Status.FAILED
     assert row.attempts == 3
-    assert row.error_type == "AttemptsExhaustedError"
+    assert row.error_type == "{{ cookiecutter.project_slug }}.idempotency.exceptions.AttemptsExhaustedError"
     assert "claimed 3 times" in row.error_message
     assert row.finished_at is not None
 

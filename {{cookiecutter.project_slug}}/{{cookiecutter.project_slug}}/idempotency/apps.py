@@ -1,5 +1,7 @@
 """App configuration of idempotent task execution."""
 
+from typing import Any
+
 from django.apps import AppConfig
 
 
@@ -9,3 +11,21 @@ class IdempotencyConfig(AppConfig):
     name = "{{ cookiecutter.project_slug }}.idempotency"
     label = "idempotency"
     verbose_name = "Idempotent tasks"
+
+    def ready(self) -> None:
+        from celery.signals import task_postrun, task_prerun
+
+        # Every idempotent task writes its row twice: keep the worker's database connection between
+        # tasks (settings.CELERY_DB_REUSE_MAX stops Celery closing it around each task) and close it
+        # the way Django does around each request: when broken, or older than CONN_MAX_AGE.
+        task_prerun.connect(close_old_connections, weak=False, dispatch_uid="idempotency-close-old-connections")
+        task_postrun.connect(close_old_connections, weak=False, dispatch_uid="idempotency-close-old-connections-post")
+
+
+def close_old_connections(sender: Any = None, **kwargs: Any) -> None:
+    """Close database connections that are broken or past CONN_MAX_AGE, outside eagerly run tasks."""
+    from django.db import close_old_connections as close
+
+    if sender is not None and getattr(sender.request, "is_eager", False):
+        return
+    close()

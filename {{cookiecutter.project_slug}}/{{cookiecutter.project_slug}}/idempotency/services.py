@@ -241,9 +241,7 @@ def fail_exhausted(*, key: str, max_attempts: int, now: datetime | None = None) 
             owner="",
             lease_expires_at=None,
             finished_at=now,
-            error_type=type(error).__name__,
-            error_message=str(error),
-            error_traceback="",
+            **{**_error_fields(error), "error_traceback": ""},
         )
     )
 
