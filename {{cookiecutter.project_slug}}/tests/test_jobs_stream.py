@@ -92,3 +92,40 @@ def test_stream_ends_after_its_time_limit_while_the_job_runs(job, settings):
     settings.JOBS_SSE_MAX_SECONDS = 0.3
     states = [data for name, data in parse_events(collect(job, [], pause=0)) if name == "status"]
     assert [s["status"] for s in states] == ["pending"]  # closed unfinished; EventSource reconnects
+
+
+def test_open_streams_share_one_status_read_per_tick(django_user_model, settings):
+    from {{ cookiecutter.project_slug }}.jobs.hub import hub
+    from {{ cookiecutter.project_slug }}.jobs.selectors import STATE_FIELDS
+
+    settings.JOBS_SSE_POLL_SECONDS = 0.05
+    settings.JOBS_SSE_PING_SECONDS = 3600
+    owner = django_user_model.objects.create_user("many", "many@example.com", "many-password")
+    jobs = []
+    for i in range(30):
+        job = Job.objects.create(owner=owner, kind=Job.Kind.REPORT, task_key=f"job:many-{i}", filename="m.csv")
+        TaskRecord.objects.create(key=job.task_key, task_name="demo.r", queue="reports", payload_hash="0" * 64)
+        jobs.append(job)
+
+    async def run() -> tuple[int, list[int]]:
+        counts = [0] * len(jobs)
+
+        async def read(n: int) -> None:
+            async for chunk in event_stream(jobs[n]):
+                counts[n] += chunk.startswith("event: status")
+
+        readers = [asyncio.create_task(read(n)) for n in range(len(jobs))]
+        await asyncio.sleep(0.3)  # every stream has sent its first event
+        statuses = hub(STATE_FIELDS)
+        before = statuses.queries
+        await asyncio.sleep(0.5)  # about ten ticks
+        reads = statuses.queries - before
+        await sync_to_async(TaskRecord.objects.filter(key__startswith="job:many-").update)(status="succeeded")
+        await asyncio.wait_for(asyncio.gather(*readers), timeout=30)
+        await sync_to_async(connections.close_all)()
+        return reads, counts
+
+    reads, counts = asyncio.run(run())
+    # One batched read per tick for all 30 streams, not one per stream (that would be about 300).
+    assert 1 <= reads <= 15, reads
+    assert counts == [2] * len(jobs)  # the pending state, then the final one

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 import uuid
@@ -10,6 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from functools import wraps
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
@@ -18,6 +18,7 @@ from django.views.csrf import csrf_failure as django_csrf_failure
 
 from . import selectors, services
 from .errors import JobsError, NotSignedInError, UnknownJobError
+from .hub import hub
 from .models import Job
 from .queues import queue_depths
 from .requests import choice, read_json
@@ -135,26 +136,33 @@ async def event_stream(found: Job, request: HttpRequest | None = None) -> AsyncI
     ping_every = settings.JOBS_SSE_PING_SECONDS
     poll_every = settings.JOBS_SSE_POLL_SECONDS
     deadline = time.monotonic() + settings.JOBS_SSE_MAX_SECONDS
+    statuses = hub(selectors.STATE_FIELDS)
     # EventSource reconnects after this many milliseconds when the stream ends before the job does.
     yield f"retry: {int(poll_every * 1000) + 1000}\n\n"
     last: tuple[Any, ...] | None = None
     last_sent = time.monotonic()
-    while True:
-        state = await selectors.ajob_state(found, request)
-        # Presigned links change on every read: only status and progress decide whether to send.
-        seen = (state["status"], state["progress"], state["error"])
-        now = time.monotonic()
-        if seen != last:
-            yield sse("status", state)
-            last, last_sent = seen, now
-        if state["final"]:
-            return
-        if now - last_sent >= ping_every:
-            yield ": ping\n\n"  # keeps proxies and load balancers from closing an idle stream
-            last_sent = now
-        if now >= deadline:
-            return  # bounded streams: the browser reconnects and gets the current state first
-        await asyncio.sleep(poll_every)
+    version = 0
+    try:
+        while True:
+            now = time.monotonic()
+            wait = max(0.0, min(ping_every - (now - last_sent), deadline - now))
+            version, row = await statuses.wait(found.task_key, version, timeout=wait)
+            # Presigned links change on every read: only status and progress decide whether to send.
+            state = await sync_to_async(selectors.shape, thread_sensitive=False)(found, row, request)
+            seen = (state["status"], state["progress"], state["error"])
+            now = time.monotonic()
+            if seen != last:
+                yield sse("status", state)
+                last, last_sent = seen, now
+            if state["final"]:
+                return
+            if now - last_sent >= ping_every:
+                yield ": ping\n\n"  # keeps proxies and load balancers from closing an idle stream
+                last_sent = now
+            if now >= deadline:
+                return  # bounded streams: the browser reconnects and gets the current state first
+    finally:
+        statuses.forget(found.task_key)
 
 
 @login_required
