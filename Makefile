@@ -7,8 +7,9 @@ ifneq ($(PYTHON_FOUND),)
 export UV_PYTHON ?= $(PYTHON_FOUND)
 endif
 DEMO_DIR ?= build/demo
+BENCH_DIR ?= build/bench
 
-.PHONY: test demo lint relock uv
+.PHONY: test demo bench lint relock uv
 
 uv:
 	@command -v uv >/dev/null || { echo "uv is required: pip install uv"; exit 1; }
@@ -23,6 +24,11 @@ test: uv
 demo: uv
 	uv run --locked cookiecutter --no-input --overwrite-if-exists -o "$(DEMO_DIR)" .
 	$(MAKE) -C "$(DEMO_DIR)/proj" dev
+
+## Bake the default project into $(BENCH_DIR), run its benchmarks, and write bench/results.md here.
+bench: uv
+	uv run --locked cookiecutter --no-input --overwrite-if-exists -o "$(BENCH_DIR)" .
+	$(MAKE) -C "$(BENCH_DIR)/proj" bench BENCH_OUT="$(CURDIR)/bench/results.md"
 
 lint: uv
 	uv run --locked ruff check tests hooks
