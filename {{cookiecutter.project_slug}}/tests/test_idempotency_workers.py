@@ -56,6 +56,28 @@ def wait_for_status(key: str, status: Status, timeout: float) -> TaskRecord:
     return found
 
 
+def test_sigkilled_pool_child_is_taken_over_at_once_not_after_the_lease(start_worker):
+    worker = start_ready(start_worker, "oom")
+    tasks.make_effect.using(key="oom-victim").enqueue("oom-victim", first_run_seconds=3.0)
+    wait_until(lambda: tasks.count("runs:oom-victim") == 1, 30, "the first run to start")
+    claimed = row("oom-victim")
+    assert claimed is not None
+    assert claimed.lease_expires_at is not None
+    child = int(claimed.owner.rsplit(":", 2)[1])
+    assert child != worker.pid  # the prefork child, not the worker
+    os.kill(child, signal.SIGKILL)  # as the OOM killer would
+
+    # The worker requeues the message at once (task_reject_on_worker_lost); the next delivery sees that
+    # the lease holder was a process of this worker that is gone, and takes over. No reaper runs here.
+    done = wait_for_status("oom-victim", Status.SUCCEEDED, 60)
+    assert done.finished_at is not None
+    assert done.finished_at < claimed.lease_expires_at
+    assert done.attempts == 2
+    assert Effect.objects.filter(key="oom-victim").count() == 1
+    assert "no longer exists; taking over" in worker.log()
+    assert worker.alive()
+
+
 def test_same_message_to_two_workers_at_once_has_one_effect(start_worker):
     first = start_ready(start_worker, "dup-a")
     second = start_ready(start_worker, "dup-b")

@@ -8,6 +8,7 @@ import random
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from celery import current_task
@@ -41,8 +42,23 @@ logger = get_task_logger(__name__)
 #: (The task logger prefixes each line with the task name and id.)
 SKIPPED_SUCCEEDED = "key %r already succeeded: returning the stored result without running"
 SKIPPED_BUSY = "key %r is running under a live lease (owner %s): not running it twice"
+TAKING_OVER = "%s[%s] key %r: the lease holder %s was a process of this worker that no longer exists; taking over"
 LEASE_LOST = "key %r: lease lost to another delivery; this delivery's outcome is discarded"
 RETRYING = "key %r attempt %d/%d failed (%r); retrying in %.1fs"
+
+
+def owner_is_dead(owner: str, hostname: str | None) -> bool:
+    """Return whether ``owner`` (``node:pid:token``) was a process of this worker node that no longer exists."""
+    node, pid, _token = [*owner.rsplit(":", 2), "", ""][:3]
+    if not hostname or node != hostname or not pid.isdigit() or int(pid) == os.getpid():
+        return False  # another node's process, or a thread of this very process: cannot tell, or alive
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 class IdempotentTask(claimcheck.ClaimCheckTask):
@@ -138,7 +154,8 @@ class IdempotentTask(claimcheck.ClaimCheckTask):
         key = validate_key(given) if given is not None else derive_key(self.name, digest)
         owner = f"{request.hostname or 'worker'}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
         max_attempts = self.get_max_attempts()
-        claim = services.claim(
+        claim_call = partial(
+            services.claim,
             key=key,
             task_name=self.name,
             queue=self.get_pool().queue,
@@ -151,6 +168,14 @@ class IdempotentTask(claimcheck.ClaimCheckTask):
             max_attempts=max_attempts,
             expect_row=given is not None,
         )
+        claim = claim_call()
+        if claim.outcome is Outcome.BUSY and claim.record is not None:
+            holder = claim.record.owner
+            if owner_is_dead(holder, request.hostname):
+                # A process of this very worker held the lease and is gone (SIGKILL, OOM): the message
+                # came back at once (task_reject_on_worker_lost), so take over now, not after the lease.
+                logger.warning(TAKING_OVER, self.name, request.id, key, holder)
+                claim = claim_call(dead_owner=holder)
         if claim.outcome is not Outcome.CLAIMED:
             return self._not_claimed(claim, key, digest, max_attempts)
         request.idempotency_claim = (key, owner)

@@ -138,8 +138,12 @@ def publish(record: TaskRecord) -> None:
 # ------------------------------------------------------------------------------
 
 
-def _claimable(now: datetime) -> Q:
-    return Q(status=Status.PENDING) | Q(status=Status.RUNNING, lease_expires_at__lt=now)
+def _claimable(now: datetime, dead_owner: str | None = None) -> Q:
+    claimable = Q(status=Status.PENDING) | Q(status=Status.RUNNING, lease_expires_at__lt=now)
+    if dead_owner:
+        # The lease holder is known to be gone (its process no longer exists): its lease is void.
+        claimable |= Q(status=Status.RUNNING, owner=dead_owner)
+    return claimable
 
 
 def claim(
@@ -155,13 +159,14 @@ def claim(
     lease_seconds: float,
     max_attempts: int,
     expect_row: bool = True,
+    dead_owner: str | None = None,
 ) -> Claim:
     """Claim the row of ``key`` for the delivery ``owner``, counting the attempt, or say why not.
 
     A pending row, or a running one whose lease expired, is claimed by one conditional UPDATE; a
     missing row (the call was published without ``enqueue``: ``expect_row=False``) is created
     already claimed by one INSERT ... ON CONFLICT DO NOTHING. The statement decides; reads only
-    explain a refusal.
+    explain a refusal. ``dead_owner`` names a lease holder known to be dead, whose lease is void.
     """
     now = timezone.now()
     lease = now + timedelta(seconds=lease_seconds)
@@ -169,7 +174,7 @@ def claim(
     for _ in range(4):  # each pass decides, or saw the row change between two statements
         if expect_row:
             updated = TaskRecord.objects.filter(
-                _claimable(now), key=key, payload_hash=payload_hash, attempts__lt=max_attempts
+                _claimable(now, dead_owner), key=key, payload_hash=payload_hash, attempts__lt=max_attempts
             ).update(
                 status=Status.RUNNING,
                 owner=owner,
@@ -215,15 +220,18 @@ def claim(
             return Claim(Outcome.SUCCEEDED, record)
         if record.status == Status.FAILED:
             return Claim(Outcome.FAILED, record)
-        if record.status == Status.RUNNING and record.lease_expires_at and record.lease_expires_at >= now:
+        lease_live = record.lease_expires_at is not None and record.lease_expires_at >= now
+        if record.status == Status.RUNNING and lease_live and not (dead_owner and record.owner == dead_owner):
             return Claim(Outcome.BUSY, record)
-        if record.attempts >= max_attempts and fail_exhausted(key=key, max_attempts=max_attempts, now=now):
+        if record.attempts >= max_attempts and fail_exhausted(
+            key=key, max_attempts=max_attempts, now=now, dead_owner=dead_owner
+        ):
             record.refresh_from_db()
             return Claim(Outcome.EXHAUSTED, record)
     return Claim(Outcome.BUSY, TaskRecord.objects.filter(key=key).first())
 
 
-def fail_exhausted(*, key: str, max_attempts: int, now: datetime | None = None) -> bool:
+def fail_exhausted(*, key: str, max_attempts: int, now: datetime | None = None, dead_owner: str | None = None) -> bool:
     """Fail the row of ``key`` for good if it is claimable but was claimed ``max_attempts`` times already.
 
     This ends the redelivery loop of a task that kills its worker: each delivery counted at its
@@ -236,7 +244,7 @@ def fail_exhausted(*, key: str, max_attempts: int, now: datetime | None = None) 
     attempts = record.attempts if record else max_attempts
     error = AttemptsExhaustedError(key, attempts, max_attempts)
     return bool(
-        TaskRecord.objects.filter(_claimable(now), key=key, attempts__gte=max_attempts).update(
+        TaskRecord.objects.filter(_claimable(now, dead_owner), key=key, attempts__gte=max_attempts).update(
             status=Status.FAILED,
             owner="",
             lease_expires_at=None,
