@@ -29,7 +29,7 @@ def noop_plain(i: int) -> None:
     _redis().incr(DONE_KEY)
 
 
-@shared_task(base=IdempotentTask, worker_pool=DEFAULT)
+@shared_task(base=IdempotentTask, worker_pool=DEFAULT, ignore_result=True)
 def noop_idempotent(i: int) -> None:
     """Count one completion, on the idempotent base task."""
     _redis().incr(DONE_KEY)
