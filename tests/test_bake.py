@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -147,7 +148,9 @@ def test_default_project_make_test_passes(synced, capsys):
             ["make", "test"], cwd=project.path, env=project_env(), stdout=out, stderr=subprocess.STDOUT, timeout=1800
         )
     lines = log.read_text(errors="replace").splitlines()
-    summary = [line for line in lines if " passed" in line or " failed" in line or " error" in line]
+    # Every pytest run of `make test` ends with a summary line: "N passed, M failed ... in 12.3s".
+    summaries = [line.strip(" =") for line in lines if re.search(r"\b(passed|failed|errors?)\b.* in [\d.]+s", line)]
     with capsys.disabled():
-        print(f"\ngenerated project's make test: {summary[-1] if summary else 'no pytest summary'}")
+        for summary in summaries or ["no pytest summary"]:
+            print(f"\ngenerated project's make test: {summary}")
     assert done.returncode == 0, "\n".join(lines[-150:])
