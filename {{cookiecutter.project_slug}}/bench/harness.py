@@ -29,19 +29,29 @@ class Stack:
     redis_url: str
     database_url: str
     env: dict[str, str] = field(default_factory=dict)
+    _beats: dict[int, Path] = field(default_factory=dict, repr=False)
 
     def worker(self, queue: str, *extra: str, env: dict[str, str] | None = None, name: str = "") -> Process:
         """Start ``celery worker -Q queue`` and wait until it consumes."""
+        return self.ready(self.spawn(queue, *extra, env=env, name=name))
+
+    def spawn(self, queue: str, *extra: str, env: dict[str, str] | None = None, name: str = "") -> Process:
+        """Start ``celery worker -Q queue`` without waiting for it (see ``ready``)."""
         node = name or f"{queue}-{time.monotonic_ns()}"
         beats = self.workdir / "heartbeat" / node
         worker_env = {**self.env, "WORKER_HEARTBEAT_DIR": str(beats), **(env or {})}
         argv = [sys.executable, "-m", "celery", "-A", PACKAGE, "worker", "-Q", queue, "-n", f"{node}@%h", *extra]
         argv += ["-l", "WARNING", "--without-mingle", "--without-gossip"]
         proc = Process(argv, self.workdir / "logs" / f"{node}.log", env=worker_env).start()
-        beat = beats / f"{queue}.alive"
-        wait_until(lambda: beat.exists() or not proc.alive(), 60, f"worker {node} to start")
+        self._beats[proc.pid] = beats / f"{queue}.alive"
+        return proc
+
+    def ready(self, proc: Process) -> Process:
+        """Wait until the worker ``proc`` consumes (its heartbeat file exists); raise if it exited."""
+        beat = self._beats[proc.pid]
+        wait_until(lambda: beat.exists() or not proc.alive(), 60, f"worker {beat.parent.name} to start")
         if not proc.alive():
-            raise RuntimeError(f"worker {node} exited at start:\n{proc.log()[-3000:]}")
+            raise RuntimeError(f"worker {beat.parent.name} exited at start:\n{proc.log()[-3000:]}")
         return proc
 
 

@@ -90,7 +90,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name}: not available in this project", file=sys.stderr)
                 continue
             print(f"running {name} ...", flush=True)
+            began = time.monotonic()
             results[name] = runners[name](stack)
+            results[name]["scenario seconds"] = time.monotonic() - began
             print(json.dumps(results[name], indent=2, default=str), flush=True)
         meta = harness.machine()
     meta["parameters"] = (

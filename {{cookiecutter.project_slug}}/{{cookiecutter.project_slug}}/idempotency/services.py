@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from django.db import transaction
+from django.db import connections, router, transaction
 from django.db.models import Case, CharField, DateTimeField, F, Q, QuerySet, Value, When
 from django.utils import timezone
 
@@ -173,19 +173,16 @@ def claim(
     inserts = 0
     for _ in range(4):  # each pass decides, or saw the row change between two statements
         if expect_row:
-            updated = TaskRecord.objects.filter(
-                _claimable(now, dead_owner), key=key, payload_hash=payload_hash, attempts__lt=max_attempts
-            ).update(
-                status=Status.RUNNING,
+            if _claim_row(
+                key=key,
+                payload_hash=payload_hash,
                 owner=owner,
                 task_id=task_id,
-                attempts=F("attempts") + 1,
-                lease_expires_at=lease,
-                started_at=now,
-                progress=None,
-                progress_message="",
-            )
-            if updated:
+                now=now,
+                lease=lease,
+                max_attempts=max_attempts,
+                dead_owner=dead_owner,
+            ):
                 return Claim(Outcome.CLAIMED)
         else:
             candidate = TaskRecord(
@@ -229,6 +226,69 @@ def claim(
             record.refresh_from_db()
             return Claim(Outcome.EXHAUSTED, record)
     return Claim(Outcome.BUSY, TaskRecord.objects.filter(key=key).first())
+
+
+def _claim_row(
+    *,
+    key: str,
+    payload_hash: str,
+    owner: str,
+    task_id: str,
+    now: datetime,
+    lease: datetime,
+    max_attempts: int,
+    dead_owner: str | None,
+) -> bool:
+    """Claim a claimable row of ``key`` with one UPDATE (the SQL of ``_claimable``); return whether it did."""
+    values = {
+        "status": Status.RUNNING,
+        "owner": owner,
+        "task_id": task_id,
+        "lease_expires_at": lease,
+        "started_at": now,
+        "progress": None,
+        "progress_message": "",
+    }
+    claimable = "{status} = %s OR ({status} = %s AND {lease_expires_at} < %s)"
+    params: list[tuple[str, Any]] = [("status", Status.PENDING), ("status", Status.RUNNING), ("lease_expires_at", now)]
+    if dead_owner:
+        claimable += " OR ({status} = %s AND {owner} = %s)"
+        params += [("status", Status.RUNNING), ("owner", dead_owner)]
+    where = "{key} = %s AND {payload_hash} = %s AND {attempts} < %s AND (" + claimable + ")"
+    params = [("key", key), ("payload_hash", payload_hash), ("attempts", max_attempts), *params]
+    return bool(_update_rows(values, where, params, increment=("attempts",)))
+
+
+def _update_rows(
+    values: Mapping[str, Any],
+    where: str,
+    params: Mapping[str, Any] | Sequence[tuple[str, Any]],
+    *,
+    increment: Sequence[str] = (),
+) -> int:
+    """Run one ``UPDATE`` of the status table and return the number of rows it changed.
+
+    The claim and the success write run for every task; building them with the ORM cost more than
+    the statements themselves (about 1.2 ms of 2 ms per task on PostgreSQL), so they are written
+    here as SQL. Values are prepared by the model's fields, as the ORM would; ``where`` names
+    columns by field name in braces (``{owner} = %s``) and ``params`` pairs each placeholder with
+    the field that prepares its value.
+    """
+    using = router.db_for_write(TaskRecord)
+    connection = connections[using]
+    quote = connection.ops.quote_name
+    fields = TaskRecord._meta
+    columns = {f.name: quote(f.column) for f in fields.concrete_fields}
+    assignments = [f"{columns[name]} = %s" for name in values]
+    assignments += [f"{columns[name]} = {columns[name]} + 1" for name in increment]
+    pairs = params.items() if isinstance(params, Mapping) else params
+    arguments = [fields.get_field(name).get_db_prep_save(value, connection) for name, value in values.items()]
+    arguments += [fields.get_field(name).get_db_prep_value(value, connection) for name, value in pairs]
+    # Only quoted column names are formatted in; every value is a parameter.
+    sql = f"UPDATE {quote(fields.db_table)} SET {', '.join(assignments)} WHERE {where.format(**columns)}"  # noqa: S608
+    with transaction.mark_for_rollback_on_error(using), connection.cursor() as cursor:
+        cursor.execute(sql, arguments)
+        return cursor.rowcount
 
 
 def fail_exhausted(*, key: str, max_attempts: int, now: datetime | None = None, dead_owner: str | None = None) -> bool:
@@ -276,18 +336,18 @@ def _error_fields(exc: BaseException) -> dict[str, str]:
 
 def succeed(*, key: str, owner: str, result: Any) -> bool:
     """Store ``result`` and mark the row succeeded, if ``owner`` still holds it."""
-    return bool(
-        _owned(key, owner).update(
-            status=Status.SUCCEEDED,
-            result=result,
-            lease_expires_at=None,
-            finished_at=timezone.now(),
-            progress=1.0,
-            error_type="",
-            error_message="",
-            error_traceback="",
-        )
-    )
+    values = {
+        "status": Status.SUCCEEDED,
+        "result": result,
+        "lease_expires_at": None,
+        "finished_at": timezone.now(),
+        "progress": 1.0,
+        "error_type": "",
+        "error_message": "",
+        "error_traceback": "",
+    }
+    where = "{key} = %s AND {owner} = %s AND {status} = %s"
+    return bool(_update_rows(values, where, {"key": key, "owner": owner, "status": Status.RUNNING}))
 
 
 def fail(*, key: str, owner: str, exc: BaseException) -> bool:
