@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -134,6 +135,75 @@ class Process:
             os.killpg(self.proc.pid, signal.SIGKILL)  # children left behind by a killed parent
         if self._log:
             self._log.close()
+
+
+class TcpProxy:
+    """A TCP relay from a port of its own on 127.0.0.1 to ``target_port`` that can cut the line.
+
+    ``cut()`` drops every relayed connection and refuses new ones, as a database restart or a network
+    partition would for the clients using the proxy and for no one else; ``restore()`` lets them in again.
+    """
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._server.getsockname()[1])
+        self._open = threading.Event()
+        self._open.set()
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, name=f"proxy-{self.port}", daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return  # closed
+            if not self._open.is_set():
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            with self._lock:
+                self._sockets += [client, upstream]
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                with contextlib.suppress(OSError):
+                    end.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        """Drop every open connection and refuse new ones until ``restore()``."""
+        self._open.clear()
+        with self._lock:
+            for end in self._sockets:
+                with contextlib.suppress(OSError):
+                    end.shutdown(socket.SHUT_RDWR)
+                end.close()
+            self._sockets.clear()
+
+    def restore(self) -> None:
+        """Relay new connections again."""
+        self._open.set()
+
+    def close(self) -> None:
+        """Stop listening and drop every connection."""
+        self._server.close()
+        self.cut()
 
 
 @contextlib.contextmanager

@@ -12,6 +12,7 @@ from datetime import timedelta
 import pytest
 from celery.result import AsyncResult
 from django.conf import settings
+from django.db import connection
 from django.utils import timezone
 
 from {{ cookiecutter.project_slug }} import pools
@@ -24,7 +25,7 @@ from {{ cookiecutter.project_slug }}.idempotency.services import KEY_HEADER
 from tests import tasks_idempotency as tasks
 from tests.effects.models import Effect
 
-from .services import wait_until
+from .services import TcpProxy, wait_until
 
 pytestmark = [pytest.mark.workers, pytest.mark.timeout(180)]
 
@@ -76,6 +77,33 @@ def test_sigkilled_pool_child_is_taken_over_at_once_not_after_the_lease(start_wo
     assert Effect.objects.filter(key="oom-victim").count() == 1
     assert "no longer exists; taking over" in worker.log()
     assert worker.alive()
+
+
+def test_database_outage_at_the_claim_delivers_again_later_and_loses_nothing(start_worker, worker_env):
+    # The worker reaches PostgreSQL through a relay the test can cut, as a database restart would.
+    port = connection.settings_dict["PORT"]
+    proxy = TcpProxy(int(port))
+    try:
+        database_url = worker_env["DATABASE_URL"].replace(f":{port}/", f":{proxy.port}/")
+        worker = start_worker("default", *ONE_AT_A_TIME, env={"DATABASE_URL": database_url}, name="outage")
+        tasks.make_effect.using(key="before-outage").enqueue("before-outage")
+        wait_for_status("before-outage", Status.SUCCEEDED, 30)  # the worker holds a connection now
+
+        proxy.cut()
+        tasks.make_effect.using(key="during-outage").enqueue("during-outage")
+        wait_until(lambda: "the database did not answer the claim" in worker.log(), 30, "the claim to fail")
+        waiting = row("during-outage")
+        assert waiting is not None
+        assert (waiting.status, waiting.attempts) == (Status.PENDING, 0)  # not failed, not claimed
+        assert Effect.objects.filter(key="during-outage").count() == 0
+
+        proxy.restore()
+        done = wait_for_status("during-outage", Status.SUCCEEDED, 90)
+        assert done.attempts == 1
+        assert Effect.objects.filter(key="during-outage").count() == 1
+        assert worker.alive()
+    finally:
+        proxy.close()
 
 
 def test_same_message_to_two_workers_at_once_has_one_effect(start_worker):

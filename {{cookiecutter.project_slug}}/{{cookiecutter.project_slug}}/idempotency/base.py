@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from celery import current_task
 from celery.exceptions import Ignore, Reject, Retry
 from celery.utils.log import get_task_logger
+from django.db import InterfaceError, OperationalError
 
 from {{ cookiecutter.project_slug }} import pools
 from {{ cookiecutter.project_slug }}.claimcheck import base as claimcheck
@@ -45,6 +46,7 @@ SKIPPED_BUSY = "key %r is running under a live lease (owner %s): not running it 
 TAKING_OVER = "%s[%s] key %r: the lease holder %s was a process of this worker that no longer exists; taking over"
 LEASE_LOST = "key %r: lease lost to another delivery; this delivery's outcome is discarded"
 RETRYING = "key %r attempt %d/%d failed (%r); retrying in %.1fs"
+DATABASE_UNAVAILABLE = "key %r: the database did not answer the claim (%s); delivering again in %.1fs"
 
 
 def owner_is_dead(owner: str, hostname: str | None) -> bool:
@@ -168,14 +170,21 @@ class IdempotentTask(claimcheck.ClaimCheckTask):
             max_attempts=max_attempts,
             expect_row=given is not None,
         )
-        claim = claim_call()
-        if claim.outcome is Outcome.BUSY and claim.record is not None:
-            holder = claim.record.owner
-            if owner_is_dead(holder, request.hostname):
-                # A process of this very worker held the lease and is gone (SIGKILL, OOM): the message
-                # came back at once (task_reject_on_worker_lost), so take over now, not after the lease.
-                logger.warning(TAKING_OVER, self.name, request.id, key, holder)
-                claim = claim_call(dead_owner=holder)
+        try:
+            claim = claim_call()
+            if claim.outcome is Outcome.BUSY and claim.record is not None:
+                holder = claim.record.owner
+                if owner_is_dead(holder, request.hostname):
+                    # A process of this very worker held the lease and is gone (SIGKILL, OOM): the message
+                    # came back at once (task_reject_on_worker_lost), so take over now, not after the lease.
+                    logger.warning(TAKING_OVER, self.name, request.id, key, holder)
+                    claim = claim_call(dead_owner=holder)
+        except (OperationalError, InterfaceError) as exc:
+            # The database did not answer (restart, failover, network): nothing was claimed or run. Failing
+            # here would ack the message and leave the row pending for good; deliver it again later instead.
+            delay = self.backoff_delay(request.retries + 1)
+            logger.warning(DATABASE_UNAVAILABLE, key, exc, delay)
+            raise self.retry(exc=exc, countdown=delay) from None
         if claim.outcome is not Outcome.CLAIMED:
             return self._not_claimed(claim, key, digest, max_attempts)
         request.idempotency_claim = (key, owner)
