@@ -9,6 +9,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import redis
@@ -21,6 +22,7 @@ from .services import (
     PACKAGE,
     Process,
     ServiceUnavailableError,
+    TcpProxy,
     postgres_server,
     redis_server,
     s3_server,
@@ -123,6 +125,21 @@ def clean_broker(broker: str) -> str:
     """Return the broker URL with every queue emptied."""
     redis.Redis.from_url(broker).flushdb()
     return broker
+
+
+@pytest.fixture
+def broker_relay(clean_broker: str) -> Iterator[TcpProxy]:
+    """Point this process's Celery app (not the workers) at Redis through a relay the test can cut."""
+    port = urlsplit(clean_broker).port
+    assert port is not None
+    relay = TcpProxy(port)
+    previous = celery_app.conf.broker_url
+    celery_app.conf.broker_url = clean_broker.replace(f":{port}/", f":{relay.port}/")
+    _forget_connections()
+    yield relay
+    celery_app.conf.broker_url = previous
+    _forget_connections()
+    relay.close()
 
 
 @pytest.fixture

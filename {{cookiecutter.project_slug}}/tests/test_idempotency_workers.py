@@ -16,11 +16,11 @@ from django.db import connection
 from django.utils import timezone
 
 from {{ cookiecutter.project_slug }} import pools
+from {{ cookiecutter.project_slug }}.idempotency import services
 from {{ cookiecutter.project_slug }}.idempotency import tasks as upkeep
 from {{ cookiecutter.project_slug }}.idempotency.models import Status, TaskRecord
 from {{ cookiecutter.project_slug }}.idempotency.payload import derive_key, payload_hash
 from {{ cookiecutter.project_slug }}.idempotency.selectors import get_result
-from {{ cookiecutter.project_slug }}.idempotency.services import KEY_HEADER
 
 from tests import tasks_idempotency as tasks
 from tests.effects.models import Effect
@@ -104,6 +104,29 @@ def test_database_outage_at_the_claim_delivers_again_later_and_loses_nothing(sta
         assert worker.alive()
     finally:
         proxy.close()
+
+
+def test_calls_enqueued_while_the_broker_is_down_are_kept_and_published_later(broker_relay, start_worker):
+    broker_relay.cut()  # the web process cannot reach Redis; PostgreSQL is fine
+    for key in ("broker-down-a", "broker-down-b"):
+        tasks.make_effect.using(key=key).enqueue(key)  # committed; the publish fails after the commit
+        flagged = row(key)
+        assert flagged is not None
+        assert (flagged.status, flagged.error_type) == (Status.PENDING, services.PUBLISH_FAILED)
+        assert "The broker did not take the message" in flagged.error_message
+
+    broker_relay.restore()
+    start_ready(start_worker, "after-outage")
+    # The caller repeats one call: the same row, published now, not a second one.
+    tasks.make_effect.using(key="broker-down-a").enqueue("broker-down-a")
+    assert row("broker-down-a").error_type == ""
+    # Beat's reaper publishes the other, and only that one.
+    assert services.reap_expired_leases().republished == ("broker-down-b",)
+    for key in ("broker-down-a", "broker-down-b"):
+        done = wait_for_status(key, Status.SUCCEEDED, 60)
+        assert done.attempts == 1
+        assert Effect.objects.filter(key=key).count() == 1
+    assert TaskRecord.objects.filter(key__startswith="broker-down").count() == 2
 
 
 def test_same_message_to_two_workers_at_once_has_one_effect(start_worker):
@@ -205,7 +228,7 @@ def test_same_key_different_arguments_at_the_worker_is_refused_without_running(s
     tasks.make_effect.using(key="shared-key").enqueue("original")
     wait_for_status("shared-key", Status.SUCCEEDED, 60)
     # A message under the same key with other arguments (a client bug, or a forged message).
-    stray = tasks.make_effect.apply_async(("intruder",), headers={KEY_HEADER: "shared-key"})
+    stray = tasks.make_effect.apply_async(("intruder",), headers={services.KEY_HEADER: "shared-key"})
     with pytest.raises(Exception, match="'shared-key'") as excinfo:
         stray.get(timeout=30)
     assert type(excinfo.value).__name__ == "PayloadMismatchError"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import logging
 import traceback as tb
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from django.db import connections, router, transaction
 from django.db.models import Case, CharField, DateTimeField, F, Q, QuerySet, Value, When
 from django.utils import timezone
+from kombu.exceptions import OperationalError as BrokerUnavailableError
 
 from {{ cookiecutter.project_slug }}.claimcheck import base as claimcheck
 
@@ -37,6 +39,7 @@ __all__ = [
     "fail_exhausted",
     "prune_finished",
     "publish",
+    "publish_or_flag",
     "reap_expired_leases",
     "release",
     "report_progress",
@@ -44,6 +47,11 @@ __all__ = [
     "succeed",
 ]
 
+logger = logging.getLogger(__name__)
+
+#: ``error_type`` of a pending row whose message the broker did not take; beat's reaper publishes it again.
+PUBLISH_FAILED = "PublishFailed"
+PUBLISH_FAILED_LOG = "key %r: the broker did not take the message (%s); the reaper will publish it again"
 #: Message header carrying the idempotency key from ``enqueue`` (and retries) to the worker.
 KEY_HEADER = "idempotency_key"
 #: Longest error message kept on a row.
@@ -114,9 +122,40 @@ def enqueue(
             claimcheck.discard_arguments(args, kwargs)  # nothing is published for this call
         if record.payload_hash != digest:
             raise PayloadMismatchError(key, task.name, record.payload_hash, digest)
-        if record.pk == candidate.pk:
-            transaction.on_commit(partial(publish, record))
+        if record.pk == candidate.pk or _unflag_unpublished(record):
+            # A row whose message the broker refused earlier is published again by this call.
+            transaction.on_commit(partial(publish_or_flag, record))
     return TaskResult.from_record(record)
+
+
+def _unflag_unpublished(record: TaskRecord) -> bool:
+    """Clear the publish-failed flag of ``record`` if it still has it; return whether this call did."""
+    if record.status != Status.PENDING or record.error_type != PUBLISH_FAILED:
+        return False
+    return bool(
+        TaskRecord.objects.filter(pk=record.pk, status=Status.PENDING, error_type=PUBLISH_FAILED).update(
+            error_type="", error_message=""
+        )
+    )
+
+
+def publish_or_flag(record: TaskRecord) -> bool:
+    """Publish the call of ``record``; if the broker cannot be reached, flag the row and return ``False``.
+
+    Runs once the row is committed, so the call is not lost when the broker is down: the pending row
+    keeps ``error_type = PUBLISH_FAILED`` until beat's reaper, or another ``enqueue`` of the same key,
+    publishes it. Not raising also lets the other calls committed in the same transaction publish.
+    """
+    try:
+        publish(record)
+    except BrokerUnavailableError as exc:
+        logger.error(PUBLISH_FAILED_LOG, record.key, exc)
+        message = f"The broker did not take the message: {exc}"[:ERROR_MESSAGE_LIMIT]
+        TaskRecord.objects.filter(pk=record.pk, status=Status.PENDING).update(
+            error_type=PUBLISH_FAILED, error_message=message
+        )
+        return False
+    return True
 
 
 def publish(record: TaskRecord) -> None:
@@ -410,7 +449,8 @@ def reap_expired_leases(*, now: datetime | None = None, limit: int = 500) -> Rea
     """Publish again every running row whose lease expired; fail those out of attempts for good.
 
     A lease expires when its delivery died without a word (SIGKILL, OOM, a lost early-acked
-    message); redelivery by the broker may come much later or never.
+    message); redelivery by the broker may come much later or never. Pending rows whose message the
+    broker did not take (``PUBLISH_FAILED``) are published again too.
     """
     from celery import current_app
 
@@ -420,6 +460,12 @@ def reap_expired_leases(*, now: datetime | None = None, limit: int = 500) -> Rea
     expired = Q(status=Status.RUNNING, lease_expires_at__lt=now)
     republished: list[str] = []
     failed: list[str] = []
+    unpublished = Q(status=Status.PENDING, error_type=PUBLISH_FAILED)
+    for record in TaskRecord.objects.filter(unpublished).order_by("enqueued_at")[:limit]:
+        with transaction.atomic():
+            if _unflag_unpublished(record):
+                transaction.on_commit(partial(publish_or_flag, record))
+                republished.append(record.key)
     for record in TaskRecord.objects.filter(expired).order_by("lease_expires_at")[:limit]:
         task = current_app.tasks.get(record.task_name)
         max_attempts = task.get_max_attempts() if hasattr(task, "get_max_attempts") else 0
@@ -441,7 +487,7 @@ def reap_expired_leases(*, now: datetime | None = None, limit: int = 500) -> Rea
                 error_message=lost,
                 error_traceback="",
             ):
-                transaction.on_commit(partial(publish, record))
+                transaction.on_commit(partial(publish_or_flag, record))
                 republished.append(record.key)
     return ReapReport(tuple(republished), tuple(failed))
 
@@ -463,6 +509,6 @@ def retry_failed(records: Iterable[TaskRecord]) -> list[str]:
             if TaskRecord.objects.filter(pk=record.pk, status=Status.FAILED).update(
                 status=Status.PENDING, attempts=0, owner="", finished_at=None, lease_expires_at=None
             ):
-                transaction.on_commit(partial(publish, record))
+                transaction.on_commit(partial(publish_or_flag, record))
                 retried.append(record.key)
     return retried

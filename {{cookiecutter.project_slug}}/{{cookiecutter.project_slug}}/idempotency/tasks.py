@@ -14,7 +14,7 @@ from . import services
 
 @shared_task(worker_pool=DEFAULT, ignore_result=True)
 def reap_expired_leases() -> dict[str, int]:
-    """Publish again the tasks whose delivery died holding the lease; fail those out of attempts."""
+    """Publish again the tasks whose delivery died holding the lease, or whose message the broker refused."""
     report = services.reap_expired_leases()
     return {"republished": len(report.republished), "failed": len(report.failed)}
 
