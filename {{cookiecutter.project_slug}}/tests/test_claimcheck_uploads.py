@@ -173,7 +173,7 @@ def test_upload_endpoints(claimcheck_backend, client, django_user_model):
 
     response = client.post(create, {"content_type": "text/html"}, content_type="application/json")
     assert response.status_code == 400
-    assert "accepted: text/csv" in response.json()["error"]
+    assert "accepted: text/csv" in response.json()["error"]["message"]
 
     response = client.post(create, {"content_type": "text/csv", "max_size": 1000}, content_type="application/json")
     assert response.status_code == 201
@@ -182,14 +182,14 @@ def test_upload_endpoints(claimcheck_backend, client, django_user_model):
 
     response = client.post(complete, {"ticket": form["ticket"]}, content_type="application/json")
     assert response.status_code == 400
-    assert "did not finish" in response.json()["error"]
+    assert "did not finish" in response.json()["error"]["message"]
 
     blobs.get_storage().save(form["key"], io.BytesIO(b"a,b\n"))
     if claimcheck_backend.kind == "s3":
         # Saved through the storage API the object has no text/csv type: completion refuses and deletes it.
         response = client.post(complete, {"ticket": form["ticket"]}, content_type="application/json")
         assert response.status_code == 400
-        assert "content type" in response.json()["error"]
+        assert "content type" in response.json()["error"]["message"]
         return
     response = client.post(complete, {"ticket": form["ticket"]}, content_type="application/json")
     assert response.status_code == 200

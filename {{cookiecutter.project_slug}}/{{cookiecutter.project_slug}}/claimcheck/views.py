@@ -18,8 +18,20 @@ from .exceptions import ClaimCheckError, InvalidReferenceError, UploadRejectedEr
 MULTIPART_OVERHEAD = 64 * 1024
 
 
+#: The error code each status answers with; the body has the jobs API's shape,
+#: ``{"error": {"code": ..., "message": ...}}``, so one client reads both.
+ERROR_CODES = {
+    400: "invalid_request",
+    401: "authentication_required",
+    403: "forbidden",
+    404: "not_found",
+    409: "conflict",
+    413: "too_large",
+}
+
+
 def _error(message: str, status: int) -> JsonResponse:
-    return JsonResponse({"error": message}, status=status)
+    return JsonResponse({"error": {"code": ERROR_CODES[status], "message": message}}, status=status)
 
 
 def _json_body(request: HttpRequest) -> dict[str, Any]:
