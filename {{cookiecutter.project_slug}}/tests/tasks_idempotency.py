@@ -6,9 +6,7 @@ import os
 import time
 from typing import Any
 
-import redis
 from celery import shared_task
-from django.conf import settings
 from django.db.models import F
 
 from {{ cookiecutter.project_slug }}.errors import PermanentError
@@ -79,30 +77,7 @@ def reports_progress(self: Any, name: str, steps: int = 4, step_seconds: float =
     return steps
 
 
-#: Redis counter of completed no-op tasks (scripts/bench_idempotency.py reads it).
-NOOP_DONE_KEY = "bench:idempotency:done"
-
-
-def _count_done() -> None:
-    global _redis_client
-    if _redis_client is None:
-        _redis_client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
-    _redis_client.incr(NOOP_DONE_KEY)
-
-
-_redis_client: redis.Redis | None = None
-
-
-# Both no-ops skip Celery's result backend; the idempotent one stores its result in its row anyway.
 @shared_task(worker_pool=DEFAULT, ignore_result=True)
 def noop_plain(n: int) -> int:
-    """Count one completion, as a plain task (the benchmark's baseline)."""
-    _count_done()
-    return n
-
-
-@shared_task(base=IdempotentTask, worker_pool=DEFAULT, ignore_result=True)
-def noop_idempotent(n: int) -> int:
-    """Count one completion, on the idempotent base class (the benchmark's subject)."""
-    _count_done()
+    """A plain task: ``enqueue`` refuses it."""
     return n
