@@ -5,11 +5,10 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import redis
-from django.db import transaction
 
 from .harness import Stack, percentile, summary
 
@@ -60,30 +59,40 @@ def _without_sent_events() -> Iterator[None]:
         current_app.conf.task_send_sent_event = before
 
 
-def _prefill(send: Callable[[int], Any], first: int, count: int) -> None:
-    """Queue ``count`` calls before any worker runs: one transaction (rows, then publishes on commit)."""
-    with _without_sent_events(), transaction.atomic():
+def _prefill_plain(first: int, count: int) -> None:
+    """Queue ``count`` plain calls over one broker connection before any worker runs."""
+    from celery import current_app
+
+    from .tasks import noop_plain
+
+    with _without_sent_events(), current_app.producer_or_acquire() as producer:
         for i in range(first, first + count):
-            send(i)
+            noop_plain.apply_async((i,), producer=producer)
+
+
+def _prefill_idempotent(first: int, count: int) -> None:
+    """Queue ``count`` idempotent calls: rows written in batches, messages published on commit."""
+    from .tasks import noop_idempotent
+
+    with _without_sent_events():
+        noop_idempotent.enqueue_many(((i,), {}) for i in range(first, first + count))
 
 
 def throughput(stack: Stack, count: int, repeats: int) -> dict[str, Any]:
     """Measure tasks per second through one default-pool worker for each kind of task."""
-    from .tasks import noop_idempotent, noop_plain
-
     defaults_env = {"BENCH_CELERY_DEFAULTS": "1"}
     # Celery's defaults: prefork, one process per core, prefetch 4; the project's: the registry's default pool.
     defaults_args = ("-P", "prefork", "-c", "2", "--prefetch-multiplier", "4")
     kinds = {
-        PLAIN_DEFAULTS: (lambda i: noop_plain.delay(i), defaults_env, defaults_args),
-        PLAIN_PROJECT: (lambda i: noop_plain.delay(i), {}, ()),
-        IDEMPOTENT: (lambda i: noop_idempotent.enqueue(i), {}, ()),
+        PLAIN_DEFAULTS: (_prefill_plain, defaults_env, defaults_args),
+        PLAIN_PROJECT: (_prefill_plain, {}, ()),
+        IDEMPOTENT: (_prefill_idempotent, {}, ()),
     }
     rates: dict[str, list[float]] = {kind: [] for kind in kinds}
     for repeat in range(repeats):
-        for kind, (send, env, extra) in kinds.items():
+        for kind, (prefill, env, extra) in kinds.items():
             _reset(stack)
-            _prefill(send, repeat * count, count)
+            prefill(repeat * count, count)
             rates[kind].append(_drain_rate(stack, count, env, extra))
     print(json.dumps({"tasks/s per repetition": rates}), flush=True)
     result: dict[str, Any] = {kind: summary(values) for kind, values in rates.items()}

@@ -193,6 +193,34 @@ def test_enqueue_publishes_after_commit_and_once_per_key(transactional_db, clean
     assert TaskRecord.objects.count() == 2
 
 
+def test_enqueue_many_writes_in_batches_and_publishes_each_new_call_once(transactional_db, clean_broker):
+    before = tasks.make_effect.enqueue("many-0")  # an earlier call: its row is reused, not published again
+    calls = [((f"many-{i}",), {}) for i in range(7)] + [(("many-3",), {})]  # one call twice in the batch
+    with transaction.atomic():
+        handles = services.enqueue_many(tasks.make_effect, calls, batch_size=3)
+        assert len(queued(clean_broker)) == 1  # only the earlier call's: the batch publishes on commit
+    name = tasks.make_effect.name
+    assert [h.key for h in handles] == [derive_key(name, payload_hash(name, list(a), k)) for a, k in calls]
+    assert handles[0].id == before.id
+    assert handles[3].id == handles[7].id
+    assert TaskRecord.objects.count() == 7
+    messages = queued(clean_broker)
+    assert len(messages) == 7  # the earlier call's and six new ones, each once
+    assert sorted(m["headers"]["idempotency_key"] for m in messages) == sorted({h.key for h in handles})
+
+
+def test_enqueue_many_refuses_the_whole_batch_on_one_bad_call(transactional_db, clean_broker):
+    calls = [(("fine",), {}), (("also fine",), {"seconds": {1, 2}})]
+    with pytest.raises(ArgumentNotSerializableError, match="keyword argument 'seconds'"):
+        tasks.make_effect.enqueue_many(calls)
+    with pytest.raises(TypeError):
+        tasks.make_effect.enqueue_many([(("a", "b", "c", "d"), {})])
+    with pytest.raises(NotIdempotentTaskError, match="noop_plain"):
+        services.enqueue_many(tasks.noop_plain, [((1,), {})])
+    assert not TaskRecord.objects.exists()
+    assert queued(clean_broker) == []
+
+
 def test_rolled_back_enqueue_leaves_no_row_and_no_message(transactional_db, clean_broker):
     def enqueue_in_failing_transaction() -> None:
         with transaction.atomic():

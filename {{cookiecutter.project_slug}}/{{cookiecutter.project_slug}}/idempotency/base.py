@@ -6,7 +6,7 @@ import contextlib
 import os
 import random
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -117,6 +117,10 @@ class IdempotentTask(claimcheck.ClaimCheckTask):
     def enqueue(self, *args: Any, **kwargs: Any) -> TaskResult:
         """Create the row (key: task name + canonical arguments) and publish on commit."""
         return services.enqueue(self, args, kwargs)
+
+    def enqueue_many(self, calls: Iterable[tuple[Sequence[Any], Mapping[str, Any]]]) -> list[TaskResult]:
+        """Create the rows of many calls (``(args, kwargs)`` pairs) in batches; publish the new ones on commit."""
+        return services.enqueue_many(self, calls)
 
     def using(self, *, key: str) -> KeyedTask:
         """Return this task bound to an explicit idempotency ``key``."""

@@ -35,10 +35,12 @@ __all__ = [
     "attempt_failed",
     "claim",
     "enqueue",
+    "enqueue_many",
     "fail",
     "fail_exhausted",
     "prune_finished",
     "publish",
+    "publish_all",
     "publish_or_flag",
     "reap_expired_leases",
     "release",
@@ -91,41 +93,102 @@ def enqueue(
     other arguments raises :class:`PayloadMismatchError`. Arguments are checked before anything is
     written or published.
     """
-    from .base import IdempotentTask
     from .selectors import TaskResult
+
+    _check_base(task)
+    args, kwargs = _checked(task, args, kwargs)
+    candidate = _candidate(task, args, kwargs, key)
+    with transaction.atomic():
+        # INSERT ... ON CONFLICT DO NOTHING: two callers racing on one key create one row.
+        TaskRecord.objects.bulk_create([candidate], ignore_conflicts=True)
+        record = TaskRecord.objects.get(key=candidate.key)
+        if record.pk != candidate.pk:
+            claimcheck.discard_arguments(candidate.args, candidate.kwargs)  # nothing is published for this call
+        if record.payload_hash != candidate.payload_hash:
+            raise PayloadMismatchError(candidate.key, task.name, record.payload_hash, candidate.payload_hash)
+        if record.pk == candidate.pk or _unflag_unpublished(record):
+            # A row whose message the broker refused earlier is published again by this call.
+            transaction.on_commit(partial(publish_or_flag, record))
+    return TaskResult.from_record(record)
+
+
+def enqueue_many(
+    task: IdempotentTask,
+    calls: Iterable[tuple[Sequence[Any], Mapping[str, Any]]],
+    *,
+    batch_size: int = 500,
+) -> list[TaskResult]:
+    """Create the pending rows of many calls of ``task`` and publish the new ones once the transaction commits.
+
+    ``calls`` holds ``(args, kwargs)`` pairs; keys are derived from them as ``enqueue`` derives them,
+    so equal calls share one row. Every call is checked before anything is written (one bad argument
+    refuses the batch); rows are written ``batch_size`` at a time, one ``INSERT ... ON CONFLICT DO
+    NOTHING`` and one ``SELECT`` each, and the messages go out over one broker connection. Return
+    one handle per call, in order.
+    """
+    from .selectors import TaskResult
+
+    _check_base(task)
+    checked = [_checked(task, args, kwargs) for args, kwargs in calls]
+    candidates: list[TaskRecord] = []
+    try:
+        for args, kwargs in checked:
+            candidates.append(_candidate(task, args, kwargs, None))
+    except BaseException:
+        for stored in candidates:
+            claimcheck.discard_arguments(stored.args, stored.kwargs)
+        raise
+    first: dict[str, TaskRecord] = {}
+    for candidate in candidates:
+        first.setdefault(candidate.key, candidate)
+    keys = list(first)
+    records: dict[str, TaskRecord] = {}
+    with transaction.atomic():
+        for start in range(0, len(keys), batch_size):
+            batch = keys[start : start + batch_size]
+            TaskRecord.objects.bulk_create([first[k] for k in batch], ignore_conflicts=True)
+            records.update((r.key, r) for r in TaskRecord.objects.filter(key__in=batch))
+        for candidate in candidates:
+            if records[candidate.key].pk != candidate.pk:
+                claimcheck.discard_arguments(candidate.args, candidate.kwargs)  # an equal call has the row
+        fresh = [r for k, r in records.items() if r.pk == first[k].pk or _unflag_unpublished(r)]
+        if fresh:
+            transaction.on_commit(partial(publish_all, fresh))
+    return [TaskResult.from_record(records[candidate.key]) for candidate in candidates]
+
+
+def _check_base(task: Any) -> None:
+    from .base import IdempotentTask
 
     if not isinstance(task, IdempotentTask):
         raise NotIdempotentTaskError(
             f"{getattr(task, 'name', task)!r} is not built on IdempotentTask; declare it with "
             "@shared_task(base=IdempotentTask, worker_pool=...)."
         )
+
+
+def _checked(
+    task: IdempotentTask, args: Sequence[Any], kwargs: Mapping[str, Any] | None
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Return the call's arguments once they are JSON and fit the task's signature; raise otherwise."""
     args, kwargs = tuple(args), dict(kwargs or {})
     check_serializable(task.name, args, kwargs)
     task.check_arguments(args, kwargs)
-    # Claim check: a large argument set is stored first and the row and the message carry its reference.
+    return args, kwargs
+
+
+def _candidate(task: IdempotentTask, args: tuple[Any, ...], kwargs: dict[str, Any], key: str | None) -> TaskRecord:
+    """Return the unsaved pending row of a checked call; a large argument set is stored first (claim check)."""
     args, kwargs = claimcheck.offload_arguments(args, kwargs, threshold=task.claimcheck_threshold)
     digest = payload_hash(task.name, *claimcheck.payload_identity(args, kwargs))
-    key = validate_key(key) if key is not None else derive_key(task.name, digest)
-    candidate = TaskRecord(
-        key=key,
+    return TaskRecord(
+        key=validate_key(key) if key is not None else derive_key(task.name, digest),
         task_name=task.name,
         queue=task.get_pool().queue,
         payload_hash=digest,
         args=list(args),
         kwargs=kwargs,
     )
-    with transaction.atomic():
-        # INSERT ... ON CONFLICT DO NOTHING: two callers racing on one key create one row.
-        TaskRecord.objects.bulk_create([candidate], ignore_conflicts=True)
-        record = TaskRecord.objects.get(key=key)
-        if record.pk != candidate.pk:
-            claimcheck.discard_arguments(args, kwargs)  # nothing is published for this call
-        if record.payload_hash != digest:
-            raise PayloadMismatchError(key, task.name, record.payload_hash, digest)
-        if record.pk == candidate.pk or _unflag_unpublished(record):
-            # A row whose message the broker refused earlier is published again by this call.
-            transaction.on_commit(partial(publish_or_flag, record))
-    return TaskResult.from_record(record)
 
 
 def _unflag_unpublished(record: TaskRecord) -> bool:
@@ -139,7 +202,15 @@ def _unflag_unpublished(record: TaskRecord) -> bool:
     )
 
 
-def publish_or_flag(record: TaskRecord) -> bool:
+def publish_all(records: Sequence[TaskRecord]) -> int:
+    """Publish the calls of ``records`` over one broker connection; return how many the broker took."""
+    from celery import current_app
+
+    with current_app.producer_or_acquire() as producer:
+        return sum(publish_or_flag(record, producer=producer) for record in records)
+
+
+def publish_or_flag(record: TaskRecord, *, producer: Any = None) -> bool:
     """Publish the call of ``record``; if the broker cannot be reached, flag the row and return ``False``.
 
     Runs once the row is committed, so the call is not lost when the broker is down: the pending row
@@ -147,7 +218,7 @@ def publish_or_flag(record: TaskRecord) -> bool:
     publishes it. Not raising also lets the other calls committed in the same transaction publish.
     """
     try:
-        publish(record)
+        publish(record, producer=producer)
     except BrokerUnavailableError as exc:
         logger.error(PUBLISH_FAILED_LOG, record.key, exc)
         message = f"The broker did not take the message: {exc}"[:ERROR_MESSAGE_LIMIT]
@@ -158,8 +229,8 @@ def publish_or_flag(record: TaskRecord) -> bool:
     return True
 
 
-def publish(record: TaskRecord) -> None:
-    """Send the task call of ``record`` to its queue, under the row's key."""
+def publish(record: TaskRecord, *, producer: Any = None) -> None:
+    """Send the task call of ``record`` to its queue, under the row's key (over ``producer`` if given)."""
     from celery import current_app
 
     current_app.send_task(
@@ -169,6 +240,7 @@ def publish(record: TaskRecord) -> None:
         task_id=record.task_id or str(record.pk),
         queue=record.queue,
         headers={KEY_HEADER: record.key},
+        producer=producer,
     )
 
 
