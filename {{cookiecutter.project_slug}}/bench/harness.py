@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -53,6 +54,20 @@ class Stack:
         if not proc.alive():
             raise RuntimeError(f"worker {beat.parent.name} exited at start:\n{proc.log()[-3000:]}")
         return proc
+
+
+    def retire(self, proc: Process, timeout: float = 30) -> None:
+        """Stop a worker the way a deploy does, SIGTERM to its main process, then remove what is left.
+
+        An idle worker leaves in a second or two; ``Process.stop`` signals the whole process group,
+        which kills the pool children under the worker, and the worker then took up to the 15 s
+        before ``stop`` escalates to SIGKILL.
+        """
+        if proc.alive():
+            proc.signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout)
+        proc.stop()
 
 
 @contextlib.contextmanager

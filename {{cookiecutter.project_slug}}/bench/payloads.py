@@ -46,7 +46,7 @@ def _one_run(stack: Stack, kind: str, tasks: int, payload: str) -> dict[str, flo
             time.sleep(0.01)
         end_to_end = time.monotonic() - started
     finally:
-        worker.stop()
+        stack.retire(worker)
     return {
         "redis_mb": (queued - before) / 1024**2,
         "enqueue_s": enqueue_seconds,

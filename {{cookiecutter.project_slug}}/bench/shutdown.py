@@ -16,38 +16,44 @@ CONTAINER_ENV = {"REMAP_SIGTERM": "SIGQUIT"}
 POOL_TYPES = (("default", "prefork"), ("emails", "threads"))
 
 
-def _stop_seconds(stack: Stack, busy_seconds: float | None) -> dict[str, float]:
-    """Start one worker per pool type, busy or idle, SIGTERM them together; return each one's seconds to exit.
+def _one_round(stack: Stack, busy_seconds: float) -> dict[str, float]:
+    """Run a busy and an idle worker of each pool type, SIGTERM all four together; return each one's seconds to exit.
 
-    The pool types run side by side to halve the scenario's time: the figures are dominated by
-    timers (the soft shutdown's), not by CPU, and each worker is timed on its own.
+    The figures are dominated by timers (the soft shutdown's), not by CPU, so the four run side by
+    side and each is timed on its own. The busy workers start first and take the only message of
+    their queue before the idle ones of the same queue start.
     """
     from . import tasks
 
     client = redis.Redis.from_url(stack.redis_url)
     client.flushdb()
-    workers = {kind: stack.spawn(queue, env=CONTAINER_ENV) for queue, kind in POOL_TYPES}
+    workers = {f"{kind} busy": stack.spawn(queue, env=CONTAINER_ENV) for queue, kind in POOL_TYPES}
     try:
         for worker in workers.values():
             stack.ready(worker)
-        if busy_seconds is not None:
-            tasks.sleep_on_default.delay(busy_seconds)
-            tasks.sleep_on_emails.delay(busy_seconds)
-            deadline = time.monotonic() + 60
-            while int(client.get("bench:started") or 0) < len(workers):
-                if time.monotonic() > deadline:
-                    logs = "\n".join(w.log()[-1500:] for w in workers.values())
-                    raise TimeoutError(f"the tasks never started:\n{logs}")
-                time.sleep(0.01)
+        tasks.sleep_on_default.delay(busy_seconds)
+        tasks.sleep_on_emails.delay(busy_seconds)
+        deadline = time.monotonic() + 60
+        while int(client.get("bench:started") or 0) < len(POOL_TYPES):
+            if time.monotonic() > deadline:
+                logs = "\n".join(w.log()[-1500:] for w in workers.values())
+                raise TimeoutError(f"the tasks never started:\n{logs}")
+            time.sleep(0.01)
+        idle = {f"{kind} idle": stack.spawn(queue, env=CONTAINER_ENV) for queue, kind in POOL_TYPES}
+        workers.update(idle)
+        for worker in idle.values():
+            stack.ready(worker)
+        if int(client.get(tasks.DONE_KEY) or 0) != 0:
+            raise RuntimeError("a busy task ended before the SIGTERM: make busy_seconds longer")
         started = time.monotonic()
         for worker in workers.values():
             worker.signal(signal.SIGTERM)
         exited: dict[str, float] = {}
         deadline = started + 120
         while len(exited) < len(workers):
-            for kind, worker in workers.items():
-                if kind not in exited and not worker.alive():
-                    exited[kind] = time.monotonic() - started
+            for name, worker in workers.items():
+                if name not in exited and not worker.alive():
+                    exited[name] = time.monotonic() - started
             if time.monotonic() > deadline:
                 raise TimeoutError(f"workers still running 120 s after SIGTERM: {set(workers) - set(exited)}")
             time.sleep(0.005)
@@ -57,12 +63,11 @@ def _stop_seconds(stack: Stack, busy_seconds: float | None) -> dict[str, float]:
             worker.stop()
 
 
-def shutdown(stack: Stack, repeats: int, busy_seconds: float = 3.0) -> dict[str, Any]:
+def shutdown(stack: Stack, repeats: int, busy_seconds: float = 10.0) -> dict[str, Any]:
     """Measure SIGTERM-to-exit for an idle and a busy worker of each pool type."""
-    idle = [_stop_seconds(stack, None) for _ in range(repeats)]
-    busy = [_stop_seconds(stack, busy_seconds) for _ in range(repeats)]
+    rounds = [_one_round(stack, busy_seconds) for _ in range(repeats)]
     results: dict[str, Any] = {}
     for _, kind in POOL_TYPES:
-        results[f"{kind} idle"] = summary([run[kind] for run in idle])
-        results[f"{kind} busy ({busy_seconds:.0f}s task)"] = summary([run[kind] for run in busy])
+        results[f"{kind} idle"] = summary([run[f"{kind} idle"] for run in rounds])
+        results[f"{kind} busy ({busy_seconds:.0f}s task)"] = summary([run[f"{kind} busy"] for run in rounds])
     return results

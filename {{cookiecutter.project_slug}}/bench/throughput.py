@@ -9,6 +9,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import redis
+from celery.utils.nodenames import host_format
+
+from tests.services import Process
 
 from .harness import Stack, percentile, summary
 
@@ -17,17 +20,27 @@ PLAIN_PROJECT = "plain @shared_task, project delivery settings"
 IDEMPOTENT = "IdempotentTask (status row), project delivery settings"
 
 
-def _drain_rate(stack: Stack, count: int, env: dict[str, str], extra: tuple[str, ...]) -> float:
-    """Start a default-pool worker on a prefilled queue and return completed tasks per second."""
+def _consume(node: str, *, on: bool) -> None:
+    """Make the resident worker ``node`` start or stop consuming the default queue (remote control)."""
+    from celery import current_app
+
+    control = current_app.control
+    command = control.add_consumer if on else control.cancel_consumer
+    if not command("default", destination=[node], reply=True, timeout=10):
+        raise RuntimeError(f"worker {node} did not answer the {'add' if on else 'cancel'}_consumer command")
+
+
+def _drain_rate(stack: Stack, worker: Process, node: str, count: int) -> float:
+    """Let the resident worker ``node`` drain the prefilled queue and return completed tasks per second."""
     from .tasks import DONE_KEY
 
     client = redis.Redis.from_url(stack.redis_url)
-    worker = stack.worker("default", *extra, env=env)
+    _consume(node, on=True)
     try:
         deadline = time.monotonic() + 600
         while int(client.get(DONE_KEY) or 0) < 1:
-            if time.monotonic() > deadline:
-                raise TimeoutError("no task completed")
+            if time.monotonic() > deadline or not worker.alive():
+                raise TimeoutError(f"no task completed:\n{worker.log()[-2000:]}")
             time.sleep(0.005)
         first = time.monotonic()
         while (done := int(client.get(DONE_KEY) or 0)) < count:
@@ -36,10 +49,24 @@ def _drain_rate(stack: Stack, count: int, env: dict[str, str], extra: tuple[str,
             time.sleep(0.005)
         return (count - 1) / (time.monotonic() - first)
     finally:
-        worker.stop()
+        _consume(node, on=False)
 
 
 def _reset(stack: Stack) -> None:
+    """Forget the previous measurement: its completion count and its rows (the queue is empty by now)."""
+    from {{ cookiecutter.project_slug }}.idempotency.models import TaskRecord
+
+    from .tasks import DONE_KEY
+
+    client = redis.Redis.from_url(stack.redis_url)
+    client.delete(DONE_KEY)
+    if client.llen("default"):
+        raise RuntimeError(f"{client.llen('default')} messages left in the default queue")
+    TaskRecord.objects.all().delete()
+
+
+def _flush(stack: Stack) -> None:
+    """Empty Redis and the status table (no worker is running)."""
     from {{ cookiecutter.project_slug }}.idempotency.models import TaskRecord
 
     redis.Redis.from_url(stack.redis_url).flushdb()
@@ -79,21 +106,36 @@ def _prefill_idempotent(first: int, count: int) -> None:
 
 
 def throughput(stack: Stack, count: int, repeats: int) -> dict[str, Any]:
-    """Measure tasks per second through one default-pool worker for each kind of task."""
-    defaults_env = {"BENCH_CELERY_DEFAULTS": "1"}
+    """Measure tasks per second through one default-pool worker for each kind of task.
+
+    Two workers stay up for the whole scenario, paused (``cancel_consumer``) while their queue is
+    filled and resumed (``add_consumer``) to drain it: one on Celery's defaults, one on the project's
+    settings, which runs both the plain and the idempotent task.
+    """
     # Celery's defaults: prefork, one process per core, prefetch 4; the project's: the registry's default pool.
     defaults_args = ("-P", "prefork", "-c", "2", "--prefetch-multiplier", "4")
+    workers = {
+        "defaults": stack.worker("default", *defaults_args, env={"BENCH_CELERY_DEFAULTS": "1"}, name="bench-defaults"),
+        "project": stack.worker("default", name="bench-project"),
+    }
+    nodes = {name: host_format(f"bench-{name}@%h") for name in workers}
     kinds = {
-        PLAIN_DEFAULTS: (_prefill_plain, defaults_env, defaults_args),
-        PLAIN_PROJECT: (_prefill_plain, {}, ()),
-        IDEMPOTENT: (_prefill_idempotent, {}, ()),
+        PLAIN_DEFAULTS: (_prefill_plain, "defaults"),
+        PLAIN_PROJECT: (_prefill_plain, "project"),
+        IDEMPOTENT: (_prefill_idempotent, "project"),
     }
     rates: dict[str, list[float]] = {kind: [] for kind in kinds}
-    for repeat in range(repeats):
-        for kind, (prefill, env, extra) in kinds.items():
-            _reset(stack)
-            prefill(repeat * count, count)
-            rates[kind].append(_drain_rate(stack, count, env, extra))
+    try:
+        for node in nodes.values():
+            _consume(node, on=False)
+        for repeat in range(repeats):
+            for kind, (prefill, name) in kinds.items():
+                _reset(stack)
+                prefill(repeat * count, count)
+                rates[kind].append(_drain_rate(stack, workers[name], nodes[name], count))
+    finally:
+        for worker in workers.values():
+            stack.retire(worker)
     print(json.dumps({"tasks/s per repetition": rates}), flush=True)
     result: dict[str, Any] = {kind: summary(values) for kind, values in rates.items()}
     # Each repetition runs the kinds back to back, so their ratio within it cancels the machine's drift.
@@ -106,7 +148,7 @@ def enqueue_latency(stack: Stack, count: int) -> dict[str, Any]:
     """Measure p50/p99 of ``delay()`` against ``enqueue()`` (row + publish on commit), no worker running."""
     from .tasks import noop_idempotent, noop_plain
 
-    _reset(stack)
+    _flush(stack)
     timings: dict[str, list[float]] = {"plain delay()": [], "IdempotentTask.enqueue()": []}
     for i in range(count):
         started = time.perf_counter()
@@ -115,7 +157,7 @@ def enqueue_latency(stack: Stack, count: int) -> dict[str, Any]:
         started = time.perf_counter()
         noop_idempotent.enqueue(i)
         timings["IdempotentTask.enqueue()"].append(time.perf_counter() - started)
-    _reset(stack)
+    _flush(stack)
     return {
         kind: {"p50_ms": percentile(v, 50) * 1000, "p99_ms": percentile(v, 99) * 1000, "n": len(v)}
         for kind, v in timings.items()
