@@ -55,7 +55,6 @@ class Stack:
             raise RuntimeError(f"worker {beat.parent.name} exited at start:\n{proc.log()[-3000:]}")
         return proc
 
-
     def retire(self, proc: Process, timeout: float = 30) -> None:
         """Stop a worker the way a deploy does, SIGTERM to its main process, then remove what is left.
 
