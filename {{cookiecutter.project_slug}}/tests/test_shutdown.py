@@ -208,8 +208,14 @@ def children(pid: int) -> list[int]:
 
 
 def send_batch(keys: list[str], queue: str) -> None:
-    """Enqueue an effect task per key: most short, one in eight longer than the soft shutdown."""
-    long = (SOFT_SHUTDOWN + soft_limit(queue)) / 2
+    """Enqueue an effect task per key: most short, one in eight longer than the soft shutdown.
+
+    The long ones end well before the soft time limit: a plain task past its limit fails and its
+    message is acked. And when a pool child is SIGKILLed within about two seconds of its task's hard
+    limit, Celery 5.7 can report the task as timed out (acked) before it notices the child died
+    (requeued): seen once under CI load with the long task at 3 s of a 4 s soft, 6 s hard limit.
+    """
+    long = SOFT_SHUTDOWN + 0.5
     for key in keys:
         seconds = long if int(key.rsplit("-", 1)[1]) % 8 == 0 else 0.2
         EFFECT_TASKS[queue].delay(key, seconds, again=0.1)
