@@ -215,6 +215,8 @@ def test_enqueue_many_refuses_the_whole_batch_on_one_bad_call(transactional_db, 
         tasks.make_effect.enqueue_many(calls)
     with pytest.raises(TypeError):
         tasks.make_effect.enqueue_many([(("a", "b", "c", "d"), {})])
+    with pytest.raises(TypeError, match=r"\(args, kwargs\) pairs; call 1 is 'loose'"):
+        tasks.make_effect.enqueue_many([(("fine",), {}), "loose"])
     with pytest.raises(NotIdempotentTaskError, match="noop_plain"):
         services.enqueue_many(tasks.noop_plain, [((1,), {})])
     assert not TaskRecord.objects.exists()

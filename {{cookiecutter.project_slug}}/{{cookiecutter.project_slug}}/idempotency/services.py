@@ -129,7 +129,7 @@ def enqueue_many(
     from .selectors import TaskResult
 
     _check_base(task)
-    checked = [_checked(task, args, kwargs) for args, kwargs in calls]
+    checked = [_checked(task, *_pair(number, call)) for number, call in enumerate(calls)]
     candidates: list[TaskRecord] = []
     try:
         for args, kwargs in checked:
@@ -155,6 +155,15 @@ def enqueue_many(
         if fresh:
             transaction.on_commit(partial(publish_all, fresh))
     return [TaskResult.from_record(records[candidate.key]) for candidate in candidates]
+
+
+def _pair(number: int, call: Any) -> tuple[Sequence[Any], Mapping[str, Any] | None]:
+    """Return call ``number`` of ``enqueue_many`` as ``(args, kwargs)``, or raise ``TypeError`` naming it."""
+    if isinstance(call, tuple | list) and len(call) == 2:
+        args, kwargs = call
+        if isinstance(args, tuple | list) and (kwargs is None or isinstance(kwargs, Mapping)):
+            return args, kwargs
+    raise TypeError(f"enqueue_many takes (args, kwargs) pairs; call {number} is {call!r:.80}")
 
 
 def _check_base(task: Any) -> None:
