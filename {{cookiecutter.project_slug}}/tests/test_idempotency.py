@@ -217,6 +217,8 @@ def test_enqueue_many_refuses_the_whole_batch_on_one_bad_call(transactional_db, 
         tasks.make_effect.enqueue_many([(("a", "b", "c", "d"), {})])
     with pytest.raises(TypeError, match=r"\(args, kwargs\) pairs; call 1 is 'loose'"):
         tasks.make_effect.enqueue_many([(("fine",), {}), "loose"])
+    with pytest.raises(ValueError, match="batch_size must be at least 1; got 0"):
+        services.enqueue_many(tasks.make_effect, [(("fine",), {})], batch_size=0)
     with pytest.raises(NotIdempotentTaskError, match="noop_plain"):
         services.enqueue_many(tasks.noop_plain, [((1,), {})])
     assert not TaskRecord.objects.exists()

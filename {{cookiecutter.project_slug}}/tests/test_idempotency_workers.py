@@ -114,6 +114,12 @@ def test_calls_enqueued_while_the_broker_is_down_are_kept_and_published_later(br
         assert flagged is not None
         assert (flagged.status, flagged.error_type) == (Status.PENDING, services.PUBLISH_FAILED)
         assert "The broker did not take the message" in flagged.error_message
+    # A reaper pass while the broker is still down publishes nothing and keeps both flags.
+    assert services.reap_expired_leases().republished == ()
+    assert set(TaskRecord.objects.filter(error_type=services.PUBLISH_FAILED).values_list("key", flat=True)) == {
+        "broker-down-a",
+        "broker-down-b",
+    }
 
     broker_relay.restore()
     start_ready(start_worker, "after-outage")

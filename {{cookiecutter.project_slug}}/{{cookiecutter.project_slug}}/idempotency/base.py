@@ -184,8 +184,10 @@ class IdempotentTask(claimcheck.ClaimCheckTask):
                     logger.warning(TAKING_OVER, self.name, request.id, key, holder)
                     claim = claim_call(dead_owner=holder)
         except (OperationalError, InterfaceError) as exc:
-            # The database did not answer (restart, failover, network): nothing was claimed or run. Failing
-            # here would ack the message and leave the row pending for good; deliver it again later instead.
+            # The database did not answer (restart, failover, network) and the body did not run. Failing here
+            # would ack the message and leave the row pending for good; deliver it again later instead. (If the
+            # claim did commit before the answer was lost, the redelivery finds a live lease, and beat's reaper
+            # publishes the call once that lease expires.)
             delay = self.backoff_delay(request.retries + 1)
             logger.warning(DATABASE_UNAVAILABLE, key, exc, delay)
             raise self.retry(exc=exc, countdown=delay) from None

@@ -128,6 +128,8 @@ def enqueue_many(
     """
     from .selectors import TaskResult
 
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1; got {batch_size!r}.")
     _check_base(task)
     checked = [_checked(task, *_pair(number, call)) for number, call in enumerate(calls)]
     candidates: list[TaskRecord] = []
@@ -259,6 +261,7 @@ def publish(record: TaskRecord, *, producer: Any = None) -> None:
 
 
 def _claimable(now: datetime, dead_owner: str | None = None) -> Q:
+    # _claim_row writes the same condition as SQL for the per-task claim: change both together.
     claimable = Q(status=Status.PENDING) | Q(status=Status.RUNNING, lease_expires_at__lt=now)
     if dead_owner:
         # The lease holder is known to be gone (its process no longer exists): its lease is void.
@@ -359,7 +362,10 @@ def _claim_row(
     max_attempts: int,
     dead_owner: str | None,
 ) -> bool:
-    """Claim a claimable row of ``key`` with one UPDATE (the SQL of ``_claimable``); return whether it did."""
+    """Claim a claimable row of ``key`` with one UPDATE; return whether it did.
+
+    The condition is ``_claimable``'s, written as SQL: change both together.
+    """
     values = {
         "status": Status.RUNNING,
         "owner": owner,
@@ -543,10 +549,9 @@ def reap_expired_leases(*, now: datetime | None = None, limit: int = 500) -> Rea
     failed: list[str] = []
     unpublished = Q(status=Status.PENDING, error_type=PUBLISH_FAILED)
     for record in TaskRecord.objects.filter(unpublished).order_by("enqueued_at")[:limit]:
-        with transaction.atomic():
-            if _unflag_unpublished(record):
-                transaction.on_commit(partial(publish_or_flag, record))
-                republished.append(record.key)
+        # The row is committed already: publish now. Listed only if the broker took it this time.
+        if _unflag_unpublished(record) and publish_or_flag(record):
+            republished.append(record.key)
     for record in TaskRecord.objects.filter(expired).order_by("lease_expires_at")[:limit]:
         task = current_app.tasks.get(record.task_name)
         max_attempts = task.get_max_attempts() if hasattr(task, "get_max_attempts") else 0
