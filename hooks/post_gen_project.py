@@ -9,7 +9,7 @@ from pathlib import Path
 
 PROJECT = Path.cwd()
 SLUG = "{{ cookiecutter.project_slug }}"
-KUBERNETES = "{{ cookiecutter.kubernetes_manifests }}" == "y"
+DEMO_FLOWS = "{{ cookiecutter.demo_flows }}" == "y"
 
 
 def token(length: int) -> str:
@@ -43,9 +43,9 @@ def render_process_files() -> None:
     package = PROJECT / SLUG
     sys.path.insert(0, str(package))
     try:
-        spec = importlib.util.spec_from_file_location("procfiles", package / "procfiles.py")
+        spec = importlib.util.spec_from_file_location("procfiles", package / "worker" / "procfiles.py")
         if spec is None or spec.loader is None:
-            raise SystemExit(f"ERROR: cannot load {package / 'procfiles.py'} to render the process files.")
+            raise SystemExit(f"ERROR: cannot load {package / 'worker' / 'procfiles.py'} to render the process files.")
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         module.write_all(PROJECT)
@@ -55,9 +55,11 @@ def render_process_files() -> None:
 
 
 def drop_unchosen() -> None:
-    """Remove the files of options that were not chosen."""
-    if not KUBERNETES:
-        shutil.rmtree(PROJECT / "k8s", ignore_errors=True)
+    """Remove the files of options that were not chosen (Kubernetes manifests are rendered only when chosen)."""
+    if not DEMO_FLOWS:
+        # The demo app, its tasks and templates, and its tests; the jobs API stays, with no kinds registered.
+        shutil.rmtree(PROJECT / SLUG / "demo")
+        shutil.rmtree(PROJECT / "tests" / "demo")
 
 
 drop_unchosen()

@@ -23,6 +23,8 @@ COMBINATIONS: dict[str, tuple[dict[str, str], str]] = {
     "acme-jobs": ({"project_name": "Acme Jobs", "kubernetes_manifests": "y"}, "acme_jobs"),
     # A slug sorting after "tests": import order (ruff's isort) must not depend on the slug.
     "zeta": ({"project_slug": "zeta_works"}, "zeta_works"),
+    # A team starting real work: no demo app, the jobs API with no kinds registered.
+    "no-demo": ({"demo_flows": "n"}, "proj"),
 }
 
 

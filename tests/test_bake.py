@@ -55,6 +55,8 @@ def test_ruff_is_clean_and_the_lock_installs(synced, combination):
     assert check.returncode == 0, check.stdout[-4000:]
     formatted = run(["uv", "run", "--locked", "ruff", "format", "--check", "."], project.path)
     assert formatted.returncode == 0, formatted.stdout[-4000:]
+    layers = run(["uv", "run", "--locked", "lint-imports"], project.path)
+    assert layers.returncode == 0, layers.stdout[-4000:]
 
 
 @pytest.mark.parametrize("combination", COMBINATIONS)
@@ -62,7 +64,7 @@ def test_process_files_match_the_registry(synced, combination):
     """Run each bake's own no-drift test: Procfile, compose.yaml and k8s/ as the registry renders them."""
     project = synced(combination)
     pytest = ["uv", "run", "--locked", "pytest", "-q", "-p", "no:cacheprovider"]
-    done = run([*pytest, "tests/test_procfiles.py"], project.path)
+    done = run([*pytest, "tests/worker/test_procfiles.py"], project.path)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     if project.context.get("kubernetes_manifests") == "y":
         assert "skipped" not in done.stdout, done.stdout[-2000:]
@@ -70,7 +72,7 @@ def test_process_files_match_the_registry(synced, combination):
 
 def test_the_slug_names_the_package_everywhere(synced):
     project = synced("acme-jobs")
-    assert (project.path / "acme_jobs" / "celery.py").exists()
+    assert (project.path / "acme_jobs" / "worker" / "app.py").exists()
     assert not (project.path / "proj").exists()
     assert 'name = "acme_jobs"' in (project.path / "pyproject.toml").read_text()
     procfile = (project.path / "Procfile").read_text()
@@ -78,7 +80,7 @@ def test_the_slug_names_the_package_everywhere(synced):
     # The package imports and Django starts under its own name.
     check = run(["uv", "run", "--locked", "python", "manage.py", "check"], project.path)
     assert check.returncode == 0, check.stdout + check.stderr
-    info = run(["uv", "run", "--locked", "python", "-m", "acme_jobs.procfiles", str(project.path)], project.path)
+    info = run(["uv", "run", "--locked", "python", "-m", "acme_jobs.worker.procfiles", str(project.path)], project.path)
     assert info.returncode == 0, info.stderr
     assert (project.path / "Procfile").read_text() == procfile
 
@@ -92,7 +94,25 @@ def test_kubernetes_manifests_only_when_chosen(bake, combination):
         assert f"{project.slug}-worker-reports" in (project.path / "k8s" / "worker-reports.yaml").read_text()
     else:
         assert not (project.path / "k8s").exists()
-        assert "KUBERNETES_MANIFESTS = False" in (project.path / project.slug / "procfiles.py").read_text()
+        assert "KUBERNETES_MANIFESTS = False" in (project.path / project.slug / "worker" / "procfiles.py").read_text()
+
+
+@pytest.mark.parametrize("combination", COMBINATIONS)
+def test_demo_flows_only_when_chosen(bake, combination):
+    project = bake(combination)
+    package = project.path / project.slug
+    chosen = project.context.get("demo_flows", "y") == "y"
+    assert (package / "demo").exists() == chosen
+    assert (project.path / "tests" / "demo").exists() == chosen
+    settings = (package / "config" / "settings" / "base.py").read_text()
+    assert (f'"{project.slug}.demo"' in settings) == chosen
+    readme = (project.path / "README.md").read_text()
+    assert ("### The demo flows" in readme) == chosen
+    # The jobs app stays either way, and only INSTALLED_APPS names the demo outside it.
+    assert (package / "jobs" / "kinds.py").exists()
+    for path in package.rglob("*.py"):
+        if "demo" not in path.relative_to(package).parts and path.name != "base.py":
+            assert f"{project.slug}.demo" not in path.read_text(), path
 
 
 @pytest.mark.parametrize("slug", ["celery", "django", "test", "1abc", "My-Proj", "class"])
@@ -137,9 +157,10 @@ def test_env_has_fresh_secrets_and_is_ignored(bake, tmp_path):
     assert tracked.returncode == 1, ".env.example is git-ignored"
 
 
-def test_default_project_make_test_passes(synced, capsys):
-    """Run the default bake's own `make test`: lint and its whole suite against real services and workers."""
-    project = synced("default")
+@pytest.mark.parametrize("combination", ["default", "no-demo"])
+def test_generated_project_make_test_passes(synced, capsys, combination):
+    """Run the bake's own `make test`: lint, import layers, types and its whole suite against real services."""
+    project = synced(combination)
     if shutil.which("make") is None:
         pytest.fail("make is not installed", pytrace=False)
     log = project.path / "make-test.log"
@@ -152,5 +173,5 @@ def test_default_project_make_test_passes(synced, capsys):
     summaries = [line.strip(" =") for line in lines if re.search(r"\b(passed|failed|errors?)\b.* in [\d.]+s", line)]
     with capsys.disabled():
         for summary in summaries or ["no pytest summary"]:
-            print(f"\ngenerated project's make test: {summary}")
+            print(f"\n{combination} project's make test: {summary}")
     assert done.returncode == 0, "\n".join(lines[-150:])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import platform
 import signal
@@ -17,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.services import PACKAGE, PROJECT_DIR, Process, postgres_server, redis_server, wait_until
+from support.servers import PACKAGE, PROJECT_DIR, Process, postgres_server, redis_server, wait_until
 
 BENCH_SETTINGS = "bench.settings"
 
@@ -127,9 +126,3 @@ def machine() -> dict[str, Any]:
         "kombu": kombu.__version__,
         "redis": redis_version.split()[2].removeprefix("v=") if redis_version else "?",
     }
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Write ``data`` as indented JSON."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, default=str))

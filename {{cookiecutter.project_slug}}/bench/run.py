@@ -20,26 +20,15 @@ SCENARIOS = ("throughput", "enqueue", "payloads", "sse", "shutdown")
 
 
 def _runners(args: argparse.Namespace) -> dict[str, Callable[[harness.Stack], Any]]:
-    from . import shutdown, throughput
+    from . import payloads, shutdown, sse, throughput
 
-    runners: dict[str, Callable[[harness.Stack], Any]] = {
+    return {
         "throughput": lambda s: throughput.throughput(s, args.count, args.repeats),
         "enqueue": lambda s: throughput.enqueue_latency(s, args.latency_count),
+        "payloads": lambda s: payloads.payloads(s, args.payload_tasks, args.payload_mb, args.repeats),
+        "sse": lambda s: sse.sse(s, args.streams),
         "shutdown": lambda s: shutdown.shutdown(s, args.repeats),
     }
-    try:
-        from . import payloads
-
-        runners["payloads"] = lambda s: payloads.payloads(s, args.payload_tasks, args.payload_mb, args.repeats)
-    except ImportError:
-        pass
-    try:
-        from . import sse
-
-        runners["sse"] = lambda s: sse.sse(s, args.streams)
-    except ImportError:
-        pass
-    return runners
 
 
 def _fmt(value: Any) -> str:

@@ -6,10 +6,9 @@ user without this template would run.
 
 import os
 
-from {{ cookiecutter.project_slug }}.settings.local import *  # noqa: F403
+from {{ cookiecutter.project_slug }}.config.settings.local import *  # noqa: F403
 
 DEBUG = False
-INSTALLED_APPS = [*INSTALLED_APPS, "tests.effects"]  # noqa: F405
 CELERY_IMPORTS = ("bench.tasks",)
 LOGGING = {"version": 1, "disable_existing_loggers": False, "root": {"level": "WARNING"}}
 

@@ -9,7 +9,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from tests.services import PACKAGE, Process, free_port, port_open, wait_until
+from support.servers import PACKAGE, Process, free_port, port_open, wait_until
 
 from .harness import Stack, percentile
 
@@ -60,7 +60,7 @@ def _make_jobs(count: int) -> list[tuple[str, str]]:
             started_at=timezone.now(),
             lease_expires_at=timezone.now() + timezone.timedelta(hours=1),
         )
-        job = Job.objects.create(owner=user, kind=Job.Kind.REPORT, filename=f"bench-{i}.csv", task_key=key)
+        job = Job.objects.create(owner=user, kind="report", filename=f"bench-{i}.csv", task_key=key)
         pairs.append((str(job.id), key))
     return pairs
 
@@ -100,7 +100,7 @@ async def _measure(
 ) -> dict[str, Any]:
     from asgiref.sync import sync_to_async
 
-    from {{ cookiecutter.project_slug }}.idempotency import services
+    from {{ cookiecutter.project_slug }}.idempotency import claims
 
     baseline_kib = _rss_kib(pid)
     streams = [Stream(port, cookie, job_id) for job_id, _ in jobs]
@@ -122,7 +122,7 @@ async def _measure(
             fraction = round(0.01 + n / (samples * 2), 4)
             seen = len(stream.events)
             changed = time.monotonic()
-            await sync_to_async(services.report_progress)(
+            await sync_to_async(claims.report_progress)(
                 key=key, owner=OWNER, fraction=fraction, message="bench", lease_seconds=3600
             )
             changes.append((stream, f'"fraction":{fraction}', seen, changed))
@@ -162,7 +162,7 @@ def sse(stack: Stack, count: int, samples: int = 200, batch: int = 20) -> dict[s
     cookie = _session_cookie()
     jobs = _make_jobs(count)
     port = free_port()
-    argv = [sys.executable, "-m", "uvicorn", f"{PACKAGE}.asgi:application", "--host", "127.0.0.1"]
+    argv = [sys.executable, "-m", "uvicorn", f"{PACKAGE}.config.asgi:application", "--host", "127.0.0.1"]
     argv += ["--port", str(port), "--no-access-log", "--log-level", "warning", "--backlog", "4096"]
     server = Process(argv, stack.workdir / "logs" / "uvicorn.log", env=stack.env).start()
     try:

@@ -11,7 +11,7 @@ from typing import Any
 import redis
 from celery.utils.nodenames import host_format
 
-from tests.services import Process
+from support.servers import Process
 
 from .harness import Stack, percentile, summary
 

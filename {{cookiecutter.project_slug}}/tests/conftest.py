@@ -15,10 +15,11 @@ import pytest
 import redis
 from django.db import connection
 
-from {{ cookiecutter.project_slug }} import heartbeat, pools
-from {{ cookiecutter.project_slug }}.celery import app as celery_app
+from {{ cookiecutter.project_slug }}.worker import heartbeat
+from {{ cookiecutter.project_slug }}.worker.app import app as celery_app
+from {{ cookiecutter.project_slug }}.worker.queues import broker_transport_options
 
-from .services import (
+from support.servers import (
     PACKAGE,
     Process,
     ServiceUnavailableError,
@@ -29,6 +30,9 @@ from .services import (
     unavailable,
     wait_until,
 )
+
+#: Fixtures of the claim-check backends (local disk and S3), shared by every test folder.
+pytest_plugins = ("tests.storage",)
 
 #: TEST_DATABASE=sqlite runs the suite on SQLite, the embedded default, instead of PostgreSQL.
 USE_SQLITE = os.environ.get("TEST_DATABASE", "postgres") == "sqlite"
@@ -104,7 +108,7 @@ def broker(redis_url: str) -> Iterator[str]:
 
     previous = (celery_app.conf.broker_url, celery_app.conf.result_backend)
     celery_app.conf.broker_url = celery_app.conf.result_backend = redis_url
-    celery_app.conf.broker_transport_options = pools.broker_transport_options(
+    celery_app.conf.broker_transport_options = broker_transport_options(
         redis_url, settings.RUN_DIR, settings.WORKER_POOLS
     )
     _forget_connections()
@@ -148,7 +152,7 @@ def worker_env(clean_broker: str, transactional_db: None, tmp_path: Path) -> dic
     db = connection.settings_dict
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "COV_"))}
     env.update(
-        DJANGO_SETTINGS_MODULE=f"{PACKAGE}.settings.test",
+        DJANGO_SETTINGS_MODULE=f"{PACKAGE}.config.settings.test",
         CELERY_BROKER_URL=clean_broker,
         RUN_DIR=str(tmp_path / "run"),
         PYTHONUNBUFFERED="1",

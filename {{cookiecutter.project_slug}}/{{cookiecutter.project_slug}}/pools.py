@@ -1,4 +1,9 @@
-"""The worker-pool registry: the one place that names queues and how they are worked."""
+"""The worker-pool registry: the one place that names queues and how they are worked.
+
+Standard library only: the bake hook loads the process-file renderer, and with it this module, by
+path, where neither Django nor Celery is installed. The Celery and kombu wiring derived from it lives
+in ``{{ cookiecutter.project_slug }}.worker.queues``.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,7 @@ import dataclasses
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 __all__ = [
     "DEFAULT",
@@ -182,34 +186,6 @@ def scaled(pools: Iterable[Pool], limits: Mapping[str, tuple[int, int]]) -> tupl
     )
 
 
-def active() -> tuple[Pool, ...]:
-    """Return the pools in force: ``settings.WORKER_POOLS`` (test settings shorten limits)."""
-    from django.conf import settings
-
-    return tuple(getattr(settings, "WORKER_POOLS", POOLS))
-
-
-def kombu_queues(pools: Iterable[Pool] = POOLS) -> tuple[Any, ...]:
-    """Return the kombu queue declarations (``task_queues``) for ``pools``."""
-    from kombu import Exchange, Queue
-
-    return tuple(Queue(p.queue, Exchange(p.queue, type="direct"), routing_key=p.queue) for p in pools)
-
-
-def route_task(name: str, args: Any, kwargs: Any, options: Any, task: Any = None, **_: Any) -> dict[str, str] | None:
-    """Route a task to the queue of the ``worker_pool`` it was declared with (``task_routes``).
-
-    Declare the pool with the task: ``@shared_task(worker_pool=pools.IMAGES)``. ``send_task`` by name
-    is routed the same way, through the registered task.
-    """
-    if task is None:
-        from celery import current_app
-
-        task = current_app.tasks.get(name)
-    pool = getattr(task, "worker_pool", None)
-    return {"queue": pool.queue} if isinstance(pool, Pool) else None
-
-
 def soft_shutdown_timeout(pools: Iterable[Pool] = POOLS) -> int:
     """Return how long a stopping worker lets running tasks finish before it requeues them.
 
@@ -236,32 +212,3 @@ def visibility_timeout(pools: Iterable[Pool] = POOLS) -> int:
 def restore_interval(pools: Iterable[Pool] = POOLS) -> int:
     """Return how often, in seconds, a worker looks for messages whose visibility timeout has passed."""
     return max(1, min(10, visibility_timeout(pools) // 10))
-
-
-def broker_transport_options(broker_url: str, run_dir: Path, pools: Iterable[Pool] = POOLS) -> dict[str, Any]:
-    """Return ``broker_transport_options`` for ``broker_url`` (Redis or the local filesystem)."""
-    if broker_url.startswith("filesystem"):
-        folder = str(run_dir / "broker" / "messages")
-        control = str(run_dir / "broker" / "control")
-        return {"data_folder_in": folder, "data_folder_out": folder, "control_folder": control}
-    if broker_url.startswith(("redis", "rediss")):
-        pools = tuple(pools)
-        # kombu looks for overdue messages every interval x throttle seconds (100 s by default): scan on every
-        # tick, and tick often enough that a message of a SIGKILLed worker returns soon after the timeout.
-        return {
-            "visibility_timeout": visibility_timeout(pools),
-            "unacked_restore_interval": restore_interval(pools),
-            "unacked_restore_throttle": 1,
-        }
-    return {}
-
-
-def celery_settings(registry: tuple[Pool, ...], broker_url: str, result_backend: str, run_dir: Path) -> dict[str, Any]:
-    """Return the ``CELERY_*`` settings derived from the registry, so no number is typed twice."""
-    return {
-        "CELERY_TASK_QUEUES": kombu_queues(registry),
-        "CELERY_TASK_DEFAULT_QUEUE": registry[0].queue,
-        "CELERY_BROKER_TRANSPORT_OPTIONS": broker_transport_options(broker_url, run_dir, registry),
-        "CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS": broker_transport_options(result_backend, run_dir, registry),
-        "CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT": soft_shutdown_timeout(registry),
-    }

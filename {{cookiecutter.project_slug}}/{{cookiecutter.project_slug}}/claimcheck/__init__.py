@@ -1,6 +1,6 @@
 """Claim-check storage: large payloads are stored as blobs and travel as signed references."""
 
-from .base import ClaimCheckTask, get_result, resolve_result
+from .base import ClaimCheckTask, resolve_result, wait_for_result
 from .blobs import delete, open_blob, read_bytes, read_json, store_bytes, store_file, store_json, store_stream
 from .references import Reference
 from .uploads import complete_upload, create_upload, download_url
@@ -12,7 +12,6 @@ __all__ = [
     "create_upload",
     "delete",
     "download_url",
-    "get_result",
     "open_blob",
     "read_bytes",
     "read_json",
@@ -21,4 +20,5 @@ __all__ = [
     "store_file",
     "store_json",
     "store_stream",
+    "wait_for_result",
 ]

@@ -110,7 +110,7 @@ def resolve_result(value: Any) -> Any:
     return loads(blobs.read_bytes(reference), "application/json", "utf-8", accept={_ARGS_CONTENT_TYPE})
 
 
-def get_result(result: AsyncResult, **options: Any) -> Any:
+def wait_for_result(result: AsyncResult, **options: Any) -> Any:
     """Wait for a task's result like ``AsyncResult.get(**options)`` and resolve it if it was offloaded."""
     return resolve_result(result.get(**options))
 
@@ -148,8 +148,11 @@ def _envelope_aware(check: Callable[..., Any]) -> Callable[..., Any]:
 class ClaimCheckTask(DjangoTask):
     """A task whose large argument sets and results are stored as blobs and carried as signed references.
 
-    Task code is the same either way: the worker resolves the reference before the body runs.
-    ``apply_async(..., claimcheck=True)`` offloads whatever the size.
+    Task code is the same either way. Two hooks carry the claim check, and every path through a
+    task calls each once: :meth:`offload_call` before a call is published (``apply_async``/``delay``,
+    and ``IdempotentTask.enqueue``), :meth:`resolve_call` before the body runs (``__call__``);
+    :meth:`store_result` offloads a large result after it. ``apply_async(..., claimcheck=True)``
+    offloads whatever the size.
     """
 
     #: Serialized argument size above which arguments are offloaded (default: settings.CLAIMCHECK_ARGS_THRESHOLD).
@@ -164,29 +167,57 @@ class ClaimCheckTask(DjangoTask):
         if isinstance(header, staticmethod):
             cls.__header__ = staticmethod(_envelope_aware(header.__func__))
 
+    # ------------------------------------------------------------------
+    # The hooks
+    # ------------------------------------------------------------------
+
+    def offload_call(self, args: Any, kwargs: Any, *, force: bool = False) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """Return the arguments to publish: a large argument set (any, with ``force``) becomes a reference."""
+        return offload_arguments(args, kwargs, threshold=self.claimcheck_threshold, force=force)
+
+    def resolve_call(self, args: Any, kwargs: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """Return the arguments the body receives: an offloaded set is loaded, earlier results resolved."""
+        return resolve_arguments(args, kwargs)
+
+    def store_result(self, value: Any) -> Any:
+        """Return what is stored and returned for ``value``: a large result becomes a reference."""
+        return offload_result(value, limit=self.claimcheck_result_limit)
+
+    def already_succeeded(self, task_id: str) -> bool:
+        """Return whether the call ``task_id`` already succeeded (asked when its argument blob is gone)."""
+        return bool(self.AsyncResult(task_id).state == states.SUCCESS)
+
+    # ------------------------------------------------------------------
+    # The paths
+    # ------------------------------------------------------------------
+
+    def check_arguments(self, args: Any, kwargs: Any) -> None:
+        """Raise ``TypeError`` if the arguments do not fit the task's signature (as ``apply_async`` would)."""
+        if self.typing:
+            self.__header__(*(args or ()), **(kwargs or {}))
+
     def apply_async(self, args: Any = None, kwargs: Any = None, *rest: Any, **options: Any) -> Any:
         """Enqueue the task, offloading a large argument set to the claim-check storage first."""
         force = bool(options.pop("claimcheck", False))
-        if self.typing:
-            self.__header__(*(args or ()), **(kwargs or {}))  # a wrong call fails here, before anything is stored
-        args, kwargs = offload_arguments(args, kwargs, threshold=self.claimcheck_threshold, force=force)
+        self.check_arguments(args, kwargs)  # a wrong call fails here, before anything is stored
+        args, kwargs = self.offload_call(args, kwargs, force=force)
         return super().apply_async(args, kwargs, *rest, **options)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.request.called_directly:
             return super().__call__(*args, **kwargs)  # a plain function call: nothing crossed a broker
         try:
-            args, kwargs = resolve_arguments(args, kwargs)
+            args, kwargs = self.resolve_call(args, kwargs)
         except BlobMissingError:
             # With acks_late, a worker that died after storing the success but before acking gets the
             # message again, and the success already deleted the blob: nothing is left to do.
-            if self.AsyncResult(self.request.id).state == states.SUCCESS:
+            if self.already_succeeded(self.request.id):
                 logger.info(
                     "Task %s already succeeded and its argument blob is gone: not running it again", self.request.id
                 )
                 raise Ignore() from None
             raise
-        return offload_result(super().__call__(*args, **kwargs), limit=self.claimcheck_result_limit)
+        return self.store_result(super().__call__(*args, **kwargs))
 
     def after_return(self, status: str, retval: Any, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
         """Delete the argument blob once the task succeeded and its state is stored."""

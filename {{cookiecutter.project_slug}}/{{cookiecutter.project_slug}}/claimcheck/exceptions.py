@@ -1,6 +1,6 @@
 """Errors raised by the claim-check storage."""
 
-from {{ cookiecutter.project_slug }}.errors import PermanentError, ProjectError
+from {{ cookiecutter.project_slug }}.core.errors import PermanentError, ProjectError
 
 
 class ClaimCheckError(ProjectError):

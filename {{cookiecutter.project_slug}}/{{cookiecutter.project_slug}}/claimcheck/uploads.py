@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -67,8 +68,8 @@ def _presign_client(storage: Any) -> Any:
     )
 
 
-def _accepted_content_type(content_type: object) -> str:
-    accepted = list(settings.CLAIMCHECK_UPLOAD_CONTENT_TYPES)
+def _accepted_content_type(content_type: object, accepted: Collection[str] | None) -> str:
+    accepted = list(settings.CLAIMCHECK_UPLOAD_CONTENT_TYPES if accepted is None else accepted)
     try:
         check_content_type(content_type)
     except InvalidReferenceError as exc:
@@ -85,10 +86,14 @@ def create_upload(
     content_type: str,
     max_size: int | None = None,
     expires: int | None = None,
+    accepted: Collection[str] | None = None,
     request: HttpRequest | None = None,
 ) -> UploadForm:
-    """Return a presigned POST for one new exact key, limited in size, content type and time."""
-    content_type = _accepted_content_type(content_type)
+    """Return a presigned POST for one new exact key, limited in size, content type and time.
+
+    ``accepted`` names the content types the caller takes (default: ``settings.CLAIMCHECK_UPLOAD_CONTENT_TYPES``).
+    """
+    content_type = _accepted_content_type(content_type, accepted)
     ceiling = settings.CLAIMCHECK_UPLOAD_MAX_BYTES
     max_size = ceiling if max_size is None else max_size
     if not isinstance(max_size, int) or isinstance(max_size, bool) or not MIN_UPLOAD_SIZE <= max_size <= ceiling:

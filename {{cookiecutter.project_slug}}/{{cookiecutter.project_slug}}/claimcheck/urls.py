@@ -1,4 +1,4 @@
-"""URL routes of the claim-check app."""
+"""URL routes of the claim check's local-disk endpoints (S3 serves both itself through presigned URLs)."""
 
 from django.urls import path
 
@@ -7,8 +7,6 @@ from . import views
 app_name = "claimcheck"
 
 urlpatterns = [
-    path("uploads/", views.create_upload, name="create-upload"),
-    path("uploads/complete/", views.complete_upload, name="complete-upload"),
     path("uploads/receive/", views.receive_upload, name="receive-upload"),
     path("blobs/<str:token>/", views.download, name="download"),
 ]

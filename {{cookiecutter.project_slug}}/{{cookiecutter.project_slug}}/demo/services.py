@@ -14,7 +14,7 @@ from django.conf import settings
 from django.core.mail import EmailMessage
 
 from {{ cookiecutter.project_slug }} import claimcheck
-from {{ cookiecutter.project_slug }}.errors import PermanentError
+from {{ cookiecutter.project_slug }}.core.errors import PermanentError
 
 #: Called with the fraction done (0.0 to 1.0) and a short message.
 Progress = Callable[[float, str], None]

@@ -86,6 +86,11 @@ class ReportTask(UploadTask):
             )
 
 
+def report_arguments(job: Any, upload: str) -> dict[str, str]:
+    """Return the report task's arguments for a job: its upload, and whom to tell when it is ready."""
+    return {"upload": upload, "notify": job.owner.email or "", "filename": job.filename}
+
+
 @shared_task(base=ReportTask, worker_pool=REPORTS)
 def customer_report(*, upload: str, notify: str = "", filename: str = "") -> dict[str, Any]:
     """Count customers per country in an uploaded CSV, duplicates removed, on the reports pool."""

@@ -7,7 +7,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 
-from . import services
+from . import maintenance
 from .models import Status, TaskRecord
 
 
@@ -50,7 +50,7 @@ class TaskRecordAdmin(admin.ModelAdmin):
         """Reset the selected failed rows (attempts back to 0) and publish them again."""
         failed = list(queryset.filter(status=Status.FAILED))
         skipped = queryset.count() - len(failed)
-        retried = services.retry_failed(failed)
+        retried = maintenance.retry_failed(failed)
         self.message_user(request, f"Retrying {len(retried)} failed task(s).", messages.SUCCESS)
         if skipped:
             self.message_user(request, f"Skipped {skipped} task(s) that had not failed.", messages.WARNING)

@@ -17,10 +17,12 @@ from celery.utils.log import get_task_logger
 from django.db import InterfaceError, OperationalError
 
 from {{ cookiecutter.project_slug }} import pools
-from {{ cookiecutter.project_slug }}.claimcheck import base as claimcheck
-from {{ cookiecutter.project_slug }}.errors import PermanentError
+from {{ cookiecutter.project_slug }}.claimcheck.base import ClaimCheckTask, discard_arguments, payload_identity
+from {{ cookiecutter.project_slug }}.core.errors import PermanentError
+from {{ cookiecutter.project_slug }}.worker.queues import pools_in_force
 
-from . import services
+from . import claims, publishing
+from .claims import Claim, Outcome
 from .exceptions import (
     AttemptsExhaustedError,
     LeaseLostError,
@@ -29,8 +31,8 @@ from .exceptions import (
     TaskAlreadyFailedError,
 )
 from .models import Status
-from .payload import canonical_json, derive_key, payload_hash, validate_key
-from .services import KEY_HEADER, Outcome
+from .payload import canonical_json, check_serializable, derive_key, payload_hash, validate_key
+from .publishing import KEY_HEADER, Call
 
 if TYPE_CHECKING:
     from .selectors import TaskResult
@@ -63,7 +65,7 @@ def owner_is_dead(owner: str, hostname: str | None) -> bool:
     return False
 
 
-class IdempotentTask(claimcheck.ClaimCheckTask):
+class IdempotentTask(ClaimCheckTask):
     """A task whose effect happens once per key, however often its message is delivered.
 
     Large argument sets and results travel through the claim-check storage (``ClaimCheckTask``).
@@ -93,7 +95,7 @@ class IdempotentTask(claimcheck.ClaimCheckTask):
 
     def get_pool(self) -> pools.Pool:
         """Return the pool in force (``settings.WORKER_POOLS``) that runs this task."""
-        registry = pools.active()
+        registry = pools_in_force()
         queue = self.worker_pool.queue if self.worker_pool is not None else registry[0].queue
         return pools.by_queue(queue, registry)
 
@@ -116,52 +118,78 @@ class IdempotentTask(claimcheck.ClaimCheckTask):
 
     def enqueue(self, *args: Any, **kwargs: Any) -> TaskResult:
         """Create the row (key: task name + canonical arguments) and publish on commit."""
-        return services.enqueue(self, args, kwargs)
+        return publishing.enqueue(self.prepare_call(args, kwargs))
 
-    def enqueue_many(self, calls: Iterable[tuple[Sequence[Any], Mapping[str, Any]]]) -> list[TaskResult]:
-        """Create the rows of many calls (``(args, kwargs)`` pairs) in batches; publish the new ones on commit."""
-        return services.enqueue_many(self, calls)
+    def enqueue_many(
+        self, calls: Iterable[tuple[Sequence[Any], Mapping[str, Any] | None]], *, batch_size: int = 500
+    ) -> list[TaskResult]:
+        """Create the rows of many calls (``(args, kwargs)`` pairs) in batches; publish the new ones on commit.
+
+        Every call is checked before anything is written: one bad argument refuses the batch.
+        """
+        pairs = [_pair(number, call) for number, call in enumerate(calls)]
+        for args, kwargs in pairs:
+            self.check_call(args, kwargs)
+        prepared: list[Call] = []
+        try:
+            for args, kwargs in pairs:
+                prepared.append(self.prepare_call(args, kwargs, checked=True))
+            return publishing.enqueue_many(prepared, batch_size=batch_size)
+        except BaseException:
+            for call in prepared:
+                call.discard()
+            raise
 
     def using(self, *, key: str) -> KeyedTask:
         """Return this task bound to an explicit idempotency ``key``."""
         return KeyedTask(self, validate_key(key))
 
-    def check_arguments(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
-        """Raise ``TypeError`` if the arguments do not fit the task's signature (as ``apply_async`` would)."""
-        header = getattr(self, "__header__", None)
-        if self.typing and header is not None:
-            header(*args, **kwargs)
+    def check_call(self, args: Sequence[Any], kwargs: Mapping[str, Any] | None) -> None:
+        """Raise if the arguments are not JSON (naming the argument) or do not fit the task's signature."""
+        check_serializable(self.name, tuple(args), dict(kwargs or {}))
+        self.check_arguments(tuple(args), dict(kwargs or {}))
 
-    # ------------------------------------------------------------------
-    # Hooks around the body
-    # ------------------------------------------------------------------
+    def prepare_call(
+        self, args: Sequence[Any], kwargs: Mapping[str, Any] | None, *, key: str | None = None, checked: bool = False
+    ) -> Call:
+        """Return the checked call as publishing writes it: arguments offloaded (claim check), hashed, keyed."""
+        if key is not None:
+            key = validate_key(key)
+        if not checked:
+            self.check_call(args, kwargs)
+        offloaded_args, offloaded_kwargs = self.offload_call(tuple(args), dict(kwargs or {}))
+        digest = payload_hash(self.name, *payload_identity(offloaded_args, offloaded_kwargs))
+        return Call(
+            key=key if key is not None else derive_key(self.name, digest),
+            task_name=self.name,
+            queue=self.get_pool().queue,
+            payload_hash=digest,
+            args=offloaded_args,
+            kwargs=offloaded_kwargs,
+            discard=partial(discard_arguments, offloaded_args, offloaded_kwargs),
+        )
 
-    def resolve_arguments(
-        self, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        """Return the arguments the body receives: an offloaded argument set is loaded from the claim check."""
-        return claimcheck.resolve_arguments(args, kwargs)
-
-    def store_result(self, value: Any) -> Any:
-        """Return what the row stores and every delivery returns: a large ``value`` becomes a claim-check reference."""
-        return claimcheck.offload_result(value, limit=self.claimcheck_result_limit)
+    def already_succeeded(self, task_id: str) -> bool:
+        """Return ``False``: the status row, claimed before the arguments are resolved, already decided that."""
+        return False
 
     # ------------------------------------------------------------------
     # Execution
     # ------------------------------------------------------------------
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Claim the row, run the claim-check task's ``__call__`` (resolve, body, offload) once, store the outcome."""
         request = self.request
         if request.called_directly:
-            return self.run(*args, **kwargs)
+            return super().__call__(*args, **kwargs)
         # An offloaded argument set is identified by its blob's sha256: no blob read before the claim.
-        digest = payload_hash(self.name, *claimcheck.payload_identity(args, kwargs))
+        digest = payload_hash(self.name, *payload_identity(args, kwargs))
         given = getattr(request, KEY_HEADER, None)
         key = validate_key(given) if given is not None else derive_key(self.name, digest)
         owner = f"{request.hostname or 'worker'}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
         max_attempts = self.get_max_attempts()
         claim_call = partial(
-            services.claim,
+            claims.claim,
             key=key,
             task_name=self.name,
             queue=self.get_pool().queue,
@@ -195,22 +223,20 @@ class IdempotentTask(claimcheck.ClaimCheckTask):
             return self._not_claimed(claim, key, digest, max_attempts)
         request.idempotency_claim = (key, owner)
         try:
-            call_args, call_kwargs = self.resolve_arguments(tuple(args), dict(kwargs))
-            value = self.run(*call_args, **call_kwargs)
-            stored = self.store_result(value)
+            stored = super().__call__(*args, **kwargs)
             _check_result(self.name, stored)
         except LeaseLostError:
             logger.warning(LEASE_LOST, key)
             raise Ignore() from None
         except PermanentError as exc:
-            services.fail(key=key, owner=owner, exc=exc)
+            claims.fail(key=key, owner=owner, exc=exc)
             raise
         except (Retry, Ignore, Reject) as exc:
             # The body asked Celery for a retry (or to drop the message) itself: give the row back.
-            services.release(key=key, owner=owner, exc=exc.exc if isinstance(exc, Retry) and exc.exc else None)
+            claims.release(key=key, owner=owner, exc=exc.exc if isinstance(exc, Retry) and exc.exc else None)
             raise
         except Exception as exc:
-            record = services.attempt_failed(key=key, owner=owner, exc=exc, max_attempts=max_attempts)
+            record = claims.attempt_failed(key=key, owner=owner, exc=exc, max_attempts=max_attempts)
             if record is None:
                 logger.warning(LEASE_LOST, key)
                 raise Ignore() from None
@@ -223,16 +249,16 @@ class IdempotentTask(claimcheck.ClaimCheckTask):
             # Cold shutdown (SystemExit) or interrupt: give the row back at once so the requeued
             # message can claim it, instead of waiting for the lease to expire.
             with contextlib.suppress(Exception):
-                services.release(key=key, owner=owner)
+                claims.release(key=key, owner=owner)
             raise
         finally:
             request.idempotency_claim = None
-        if not services.succeed(key=key, owner=owner, result=stored):
+        if not claims.succeed(key=key, owner=owner, result=stored):
             logger.warning(LEASE_LOST, key)
             raise Ignore()
         return stored
 
-    def _not_claimed(self, claim: services.Claim, key: str, digest: str, max_attempts: int) -> Any:
+    def _not_claimed(self, claim: Claim, key: str, digest: str, max_attempts: int) -> Any:
         record = claim.record
         if claim.outcome is Outcome.SUCCEEDED and record is not None:
             logger.info(SKIPPED_SUCCEEDED, key)
@@ -268,7 +294,7 @@ class IdempotentTask(claimcheck.ClaimCheckTask):
         if claim is None:
             return  # called directly, outside a worker: nothing to record
         key, owner = claim
-        if not services.report_progress(
+        if not claims.report_progress(
             key=key, owner=owner, fraction=fraction, message=message, lease_seconds=self.get_lease_seconds()
         ):
             raise LeaseLostError(key, owner)
@@ -283,7 +309,16 @@ class KeyedTask:
 
     def enqueue(self, *args: Any, **kwargs: Any) -> TaskResult:
         """Create the row under this key and publish on commit; the same key again returns the same row."""
-        return services.enqueue(self.task, args, kwargs, key=self.key)
+        return publishing.enqueue(self.task.prepare_call(args, kwargs, key=self.key))
+
+
+def _pair(number: int, call: Any) -> tuple[Sequence[Any], Mapping[str, Any] | None]:
+    """Return call ``number`` of ``enqueue_many`` as ``(args, kwargs)``, or raise ``TypeError`` naming it."""
+    if isinstance(call, tuple | list) and len(call) == 2:
+        args, kwargs = call
+        if isinstance(args, tuple | list) and (kwargs is None or isinstance(kwargs, Mapping)):
+            return args, kwargs
+    raise TypeError(f"enqueue_many takes (args, kwargs) pairs; call {number} is {call!r:.80}")
 
 
 def set_progress(fraction: float, message: str = "") -> None:

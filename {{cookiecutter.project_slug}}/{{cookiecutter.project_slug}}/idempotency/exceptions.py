@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from {{ cookiecutter.project_slug }}.errors import PermanentError, ProjectError
+from {{ cookiecutter.project_slug }}.core.errors import PermanentError, ProjectError
 
 # Each error keeps its constructor arguments as ``args`` (and builds its message in ``__str__``), so
 # Celery can rebuild it from the result backend's JSON and pickle it between processes.
@@ -85,10 +85,6 @@ class LeaseLostError(IdempotencyError):
     def __str__(self) -> str:
         key, owner = self.args
         return f"Task {key!r}: delivery {owner!r} lost its lease to another delivery; stopping."
-
-
-class NotIdempotentTaskError(IdempotencyError, TypeError):
-    """A task that is not built on the idempotent base class was given to the idempotency API."""
 
 
 class TaskRecordNotFoundError(IdempotencyError, LookupError):

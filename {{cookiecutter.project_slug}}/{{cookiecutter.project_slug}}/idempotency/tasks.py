@@ -9,17 +9,17 @@ from django.conf import settings
 
 from {{ cookiecutter.project_slug }}.pools import DEFAULT
 
-from . import services
+from . import maintenance
 
 
 @shared_task(worker_pool=DEFAULT, ignore_result=True)
 def reap_expired_leases() -> dict[str, int]:
     """Publish again the tasks whose delivery died holding the lease, or whose message the broker refused."""
-    report = services.reap_expired_leases()
+    report = maintenance.reap_expired_leases()
     return {"republished": len(report.republished), "failed": len(report.failed)}
 
 
 @shared_task(worker_pool=DEFAULT, ignore_result=True)
 def prune_finished() -> int:
     """Delete status rows that finished longer ago than ``IDEMPOTENCY_RETENTION`` seconds."""
-    return services.prune_finished(older_than=timedelta(seconds=settings.IDEMPOTENCY_RETENTION))
+    return maintenance.prune_finished(older_than=timedelta(seconds=settings.IDEMPOTENCY_RETENTION))

@@ -11,14 +11,11 @@ from django.db import models
 class Job(models.Model):
     """One job a user started; its status, progress and result live in the task's status row."""
 
-    class Kind(models.TextChoices):
-        REPORT = "report", "Customer report from a CSV"
-        THUMBNAILS = "thumbnails", "Thumbnails of an image"
-
     #: Random, so job URLs cannot be guessed or enumerated.
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="jobs")
-    kind = models.CharField(max_length=32, choices=Kind.choices)
+    #: The name of a kind registered in ``jobs.kinds`` by the app that owns it.
+    kind = models.CharField(max_length=32)
     #: The file name the user uploaded, shown on the page; the data itself is in claim-check storage.
     filename = models.CharField(max_length=255, blank=True)
     created = models.DateTimeField(auto_now_add=True, db_index=True)
@@ -32,4 +29,4 @@ class Job(models.Model):
         indexes = (models.Index(fields=("owner", "-created")),)
 
     def __str__(self) -> str:
-        return f"{self.get_kind_display()} {self.id}"
+        return f"{self.kind} job {self.id}"

@@ -6,23 +6,23 @@ from typing import Any
 
 from kombu.exceptions import ChannelError, OperationalError
 
-from {{ cookiecutter.project_slug }} import pools
+from {{ cookiecutter.project_slug }}.worker.queues import pools_in_force
 
 
 def queue_depths() -> dict[str, Any]:
     """Return the messages waiting in the broker per pool queue (not those already reserved by a worker)."""
-    from {{ cookiecutter.project_slug }}.celery import app
+    from {{ cookiecutter.project_slug }}.worker.app import app
 
     depths: dict[str, int | None] = {}
     connection = app.connection_for_read(connect_timeout=2)
     transport = str(connection.transport_cls)
     try:
         with connection:
-            for pool in pools.active():
+            for pool in pools_in_force():
                 depths[pool.queue] = _waiting(connection, pool.queue)
     except (OperationalError, *connection.connection_errors) as exc:
         # The panel says the broker is unreachable rather than showing empty queues.
-        return {"transport": transport, "queues": {p.queue: None for p in pools.active()}, "error": str(exc)}
+        return {"transport": transport, "queues": {p.queue: None for p in pools_in_force()}, "error": str(exc)}
     return {"transport": transport, "queues": depths, "error": None}
 
 

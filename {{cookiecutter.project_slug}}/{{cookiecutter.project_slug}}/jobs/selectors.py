@@ -5,9 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import close_old_connections
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
@@ -57,17 +55,6 @@ def job_state(job: Job, request: HttpRequest | None = None) -> dict[str, Any]:
     """Return the job's status, progress, timestamps, error and result links as JSON data."""
     row = TaskRecord.objects.filter(key=job.task_key).values(*STATE_FIELDS).first()
     return shape(job, row, request)
-
-
-async def ajob_state(job: Job, request: HttpRequest | None = None) -> dict[str, Any]:
-    """Return the job's state (async), read in the default executor's shared pool of threads."""
-    return await sync_to_async(_polled_state, thread_sensitive=False)(job, request)
-
-
-def _polled_state(job: Job, request: HttpRequest | None) -> dict[str, Any]:
-    # No request signals run in the shared pool: drop a broken or expired connection here, as they would.
-    close_old_connections()
-    return job_state(job, request)
 
 
 def shape(job: Job, row: dict[str, Any] | None, request: HttpRequest | None = None) -> dict[str, Any]:

@@ -12,29 +12,27 @@ from django.http import HttpRequest
 
 from {{ cookiecutter.project_slug }} import claimcheck
 from {{ cookiecutter.project_slug }}.claimcheck.exceptions import ClaimCheckError
+from {{ cookiecutter.project_slug }}.core.http import InvalidFieldsError, PayloadTooLargeError, choice
 
-from .errors import InvalidFieldsError, PayloadTooLargeError, UnknownJobError, UploadRejectedError
+from . import kinds
+from .errors import UnknownJobError, UploadRefusedError
 from .models import Job
 
 #: Salt of the jobs app's upload tokens: they bind a claim-check upload ticket to a user, a kind and a file name.
 UPLOAD_SALT = "{{ cookiecutter.project_slug }}.jobs.upload"
-#: Content types each kind of job accepts.
-CONTENT_TYPES: dict[str, tuple[str, ...]] = {
-    Job.Kind.REPORT: ("text/csv",),
-    Job.Kind.THUMBNAILS: ("image/png", "image/jpeg", "image/webp", "image/gif"),
-}
 
 
-def upload_limits() -> dict[str, int]:
-    """Return the largest upload each kind of job accepts, in bytes."""
-    return dict(settings.JOBS_MAX_UPLOAD_BYTES)
+def kind_named(name: str) -> kinds.JobKind:
+    """Return the registered job kind ``name``, or raise naming the field and the registered kinds."""
+    return kinds.get(choice("kind", name, kinds.names()))
 
 
 def upload_create(
     *, owner: Any, kind: str, filename: str, content_type: str, size: int, request: HttpRequest | None = None
 ) -> dict[str, Any]:
     """Return a presigned form that uploads one file for ``kind`` straight to storage, and its upload token."""
-    accepted = CONTENT_TYPES[kind]
+    job_kind = kind_named(kind)
+    accepted = job_kind.content_types
     if content_type not in accepted:
         raise InvalidFieldsError(
             f"Field 'content_type' is {content_type!r}; a {kind} job accepts: {', '.join(accepted)}."
@@ -44,14 +42,14 @@ def upload_create(
         raise InvalidFieldsError(
             f"Field 'filename' {filename[:80]!r} must be a plain file name of 1 to 255 characters."
         )
-    limit = upload_limits()[kind]
+    limit = job_kind.upload_limit
     if size < 1:
         raise InvalidFieldsError(f"Field 'size' is {size}; a file must have at least one byte.")
     if size > limit:
         raise PayloadTooLargeError(f"The file has {size} bytes; a {kind} job accepts at most {limit}.")
     try:
         # The declared size is the ceiling: a client cannot declare a small file and send a large one.
-        form = claimcheck.create_upload(content_type=content_type, max_size=size, request=request)
+        form = claimcheck.create_upload(content_type=content_type, max_size=size, accepted=accepted, request=request)
     except ClaimCheckError as exc:
         raise InvalidFieldsError(str(exc)) from None
     token = signing.dumps(
@@ -82,6 +80,7 @@ def _load_upload(token: str, *, owner: Any, kind: str) -> dict[str, Any]:
 
 def job_start(*, owner: Any, kind: str, upload: str) -> Job:
     """Start the job of a finished upload; starting it again returns the same job."""
+    job_kind = kind_named(kind)
     ticket = _load_upload(upload, owner=owner, kind=kind)
     existing = Job.objects.filter(task_key=_task_key(ticket["ticket"])).first()
     if existing is not None:
@@ -92,7 +91,7 @@ def job_start(*, owner: Any, kind: str, upload: str) -> Job:
         # Checks the stored object: present, within the size limit, of the declared content type.
         reference = claimcheck.complete_upload(ticket["ticket"])
     except ClaimCheckError as exc:
-        raise UploadRejectedError(f"The upload is refused: {exc}.") from None
+        raise UploadRefusedError(f"The upload is refused: {exc}.") from None
     key = _task_key(ticket["ticket"])
     token = reference.sign()
     with transaction.atomic():
@@ -101,18 +100,9 @@ def job_start(*, owner: Any, kind: str, upload: str) -> Job:
             defaults={"owner": owner, "kind": kind, "filename": ticket["filename"], "input": {"upload": token}},
         )
         if created:
-            _enqueue(job, token)  # the row is written now, the message published once this commits
+            # The row is written now, the message published once this commits.
+            job_kind.task.using(key=job.task_key).enqueue(**job_kind.arguments(job, token))
     return job
-
-
-def _enqueue(job: Job, upload: str) -> None:
-    from {{ cookiecutter.project_slug }}.demo import tasks
-
-    if job.kind == Job.Kind.REPORT:
-        notify = job.owner.email or ""
-        tasks.customer_report.using(key=job.task_key).enqueue(upload=upload, notify=notify, filename=job.filename)
-    else:
-        tasks.thumbnails.using(key=job.task_key).enqueue(upload=upload)
 
 
 def _task_key(ticket: str) -> str:

@@ -5,52 +5,30 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from functools import wraps
+from collections.abc import AsyncIterator
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse, StreamingHttpResponse
 from django.shortcuts import render
-from django.views.csrf import csrf_failure as django_csrf_failure
 
-from . import selectors, services
-from .errors import JobsError, NotSignedInError, UnknownJobError
+from {{ cookiecutter.project_slug }}.core.http import (
+    SIGN_IN,
+    ApiError,
+    MethodNotAllowedError,
+    NotSignedInError,
+    error_response,
+    json_api,
+    json_body,
+)
+
+from . import kinds, selectors, services
+from .errors import UnknownJobError
 from .hub import hub
 from .models import Job
 from .queues import queue_depths
-from .requests import choice, read_json
-
-SIGN_IN = "Sign in first: the API uses the session cookie set by /accounts/login/ (see the README)."
-
-
-def error_response(exc: JobsError, **headers: str) -> JsonResponse:
-    """Return the JSON error body for ``exc`` with its HTTP status."""
-    return JsonResponse({"error": {"code": exc.code, "message": str(exc)}}, status=exc.status, headers=headers)
-
-
-def api(*methods: str) -> Callable[[Callable[..., HttpResponse]], Callable[..., HttpResponse]]:
-    """Wrap a JSON API view: signed-in users only, only ``methods``, every JobsError as a JSON 4xx."""
-
-    def decorate(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
-        @wraps(view)
-        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-            if request.method not in methods:
-                message = f"Method {request.method} is not allowed here; allowed: {', '.join(methods)}."
-                body = {"error": {"code": "method_not_allowed", "message": message}}
-                return JsonResponse(body, status=405, headers={"Allow": ", ".join(methods)})
-            try:
-                if not request.user.is_authenticated:
-                    raise NotSignedInError(SIGN_IN)
-                return view(request, *args, **kwargs)
-            except JobsError as exc:
-                return error_response(exc)
-
-        return wrapper
-
-    return decorate
 
 
 def parse_job_id(job_id: str) -> uuid.UUID:
@@ -61,18 +39,17 @@ def parse_job_id(job_id: str) -> uuid.UUID:
         raise UnknownJobError(f"No job with id {job_id[:80]!r}: job ids are UUIDs.") from None
 
 
-@api("POST")
+@json_api("POST")
 def upload_create(request: HttpRequest) -> HttpResponse:
     """Return a one-use form that uploads a file straight to storage (presigned POST)."""
-    data = read_json(
+    data = json_body(
         request,
         {"kind": str, "filename": str, "content_type": str, "size": int},
         ("kind", "filename", "content_type", "size"),
     )
-    kind = choice("kind", data["kind"], Job.Kind.values)
     form = services.upload_create(
         owner=request.user,
-        kind=kind,
+        kind=data["kind"],
         filename=data["filename"],
         content_type=data["content_type"],
         size=data["size"],
@@ -81,44 +58,43 @@ def upload_create(request: HttpRequest) -> HttpResponse:
     return JsonResponse(form, status=201)
 
 
-@api("GET", "POST")
+@json_api("GET", "POST")
 def jobs(request: HttpRequest) -> HttpResponse:
     """List the user's jobs (GET) or start one from a finished upload (POST: 202 Accepted)."""
     if request.method == "GET":
         return JsonResponse({"jobs": [selectors.job_state(job, request) for job in selectors.jobs_of(request.user)]})
-    data = read_json(request, {"kind": str, "upload": str}, ("kind", "upload"))
-    kind = choice("kind", data["kind"], Job.Kind.values)
-    job = services.job_start(owner=request.user, kind=kind, upload=data["upload"])
+    data = json_body(request, {"kind": str, "upload": str}, ("kind", "upload"))
+    job = services.job_start(owner=request.user, kind=data["kind"], upload=data["upload"])
     urls = selectors.job_urls(job)
     body = {"id": str(job.id), "kind": job.kind, "status": "pending", "urls": urls}
     # 202: accepted, not done. The worker does the job; the client polls or streams the Location.
     return JsonResponse(body, status=202, headers={"Location": urls["status"]})
 
 
-@api("GET")
+@json_api("GET")
 def job(request: HttpRequest, job_id: str) -> HttpResponse:
     """Return the job's status, progress, timestamps, error and result links, without waiting."""
     found = selectors.job_for(request.user, parse_job_id(job_id))
     return JsonResponse(selectors.job_state(found, request))
 
 
-@api("GET")
+@json_api("GET")
 def queues(request: HttpRequest) -> HttpResponse:
     """Return the messages waiting in each pool's queue."""
     return JsonResponse(queue_depths())
 
 
-async def job_events(request: HttpRequest, job_id: str) -> HttpResponse:
+async def job_events(request: HttpRequest, job_id: str) -> HttpResponseBase:
     """Stream the job's state as server-sent events until it reaches a final state."""
     if request.method != "GET":
-        body = {"error": {"code": "method_not_allowed", "message": f"Method {request.method} is not allowed here."}}
-        return JsonResponse(body, status=405, headers={"Allow": "GET"})
+        message = f"Method {request.method} is not allowed here; allowed: GET."
+        return error_response(MethodNotAllowedError(message), Allow="GET")
     user = await request.auser()
     try:
         if not user.is_authenticated:
             raise NotSignedInError(SIGN_IN)
         found = await selectors.ajob_for(user, parse_job_id(job_id))
-    except JobsError as exc:
+    except ApiError as exc:
         return error_response(exc)
     response = StreamingHttpResponse(event_stream(found, request), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
@@ -170,18 +146,7 @@ def index(request: HttpRequest) -> HttpResponse:
     """Render the jobs page: upload a file, watch the jobs, download the results."""
     context = {
         "jobs": [selectors.job_state(job, request) for job in selectors.jobs_of(request.user)],
-        "limits": services.upload_limits(),
+        "kinds": [kind.describe() for kind in kinds.all_kinds()],
         "poll_ms": int(settings.JOBS_SSE_POLL_SECONDS * 1000),
     }
     return render(request, "jobs/index.html", context)
-
-
-def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
-    """Answer a failed CSRF check with JSON to API calls (under /api/, or a JSON body), with Django's page elsewhere."""
-    if request.path.startswith("/api/") or request.content_type == "application/json":
-        message = (
-            f"CSRF check failed ({reason}). Send the csrftoken cookie's value in the X-CSRFToken header "
-            "along with the session cookie."
-        )
-        return JsonResponse({"error": {"code": "csrf_failed", "message": message}}, status=403)
-    return django_csrf_failure(request, reason=reason)

@@ -19,13 +19,7 @@ class Migration(migrations.Migration):
             name="Job",
             fields=[
                 ("id", models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
-                (
-                    "kind",
-                    models.CharField(
-                        choices=[("report", "Customer report from a CSV"), ("thumbnails", "Thumbnails of an image")],
-                        max_length=32,
-                    ),
-                ),
+                ("kind", models.CharField(max_length=32)),
                 ("filename", models.CharField(blank=True, max_length=255)),
                 ("created", models.DateTimeField(auto_now_add=True, db_index=True)),
                 ("task_key", models.CharField(max_length=200, unique=True)),

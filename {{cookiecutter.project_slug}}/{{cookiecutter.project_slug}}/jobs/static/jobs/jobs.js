@@ -2,6 +2,8 @@
 "use strict";
 
 const config = JSON.parse(document.getElementById("config").textContent);
+// The registered job kinds: name, label, content types, file name endings, largest upload.
+const kinds = JSON.parse(document.getElementById("job-kinds").textContent);
 const rows = new Map();
 
 function csrfToken() {
@@ -25,9 +27,10 @@ async function api(url, body) {
 }
 
 function kindOf(file) {
-  if (file.type.startsWith("image/")) return "thumbnails";
-  if (file.type === "text/csv" || file.name.toLowerCase().endsWith(".csv")) return "report";
-  return null;
+  const name = file.name.toLowerCase();
+  return kinds.find((kind) => kind.content_types.includes(file.type))
+    || kinds.find((kind) => kind.extensions.some((ending) => name.endsWith(ending)))
+    || null;
 }
 
 function cell(text) {
@@ -117,13 +120,16 @@ function follow(state) {
 
 async function upload(file) {
   const status = document.getElementById("upload-status");
-  const kind = kindOf(file);
-  if (!kind) {
-    status.textContent = `${file.name}: choose a .csv file or an image.`;
+  const found = kindOf(file);
+  if (!found) {
+    const accepted = kinds.map((kind) => kind.label).join(", ") || "none registered";
+    status.textContent = `${file.name}: no kind of job takes this file (kinds: ${accepted}).`;
     return;
   }
+  const kind = found.name;
   status.textContent = `Uploading ${file.name}...`;
-  const contentType = kind === "report" ? "text/csv" : file.type;
+  // A browser may send no type (or a generic one) for a file the kind knows by its name ending.
+  const contentType = found.content_types.includes(file.type) ? file.type : found.content_types[0];
   const form = await api(config.uploads, { kind, filename: file.name, content_type: contentType, size: file.size });
   const body = new FormData();
   for (const [name, value] of Object.entries(form.fields)) body.append(name, value);
@@ -168,7 +174,8 @@ async function refreshQueues() {
   }
 }
 
-document.getElementById("upload-form").addEventListener("submit", async (event) => {
+// The form is there only when some app registered a kind of job.
+document.getElementById("upload-form")?.addEventListener("submit", async (event) => {
   event.preventDefault();
   const input = document.getElementById("file");
   const button = document.getElementById("start");

@@ -1,0 +1,1 @@
+"""Test support shared by tests/ and bench/: real servers on loopback, a web client, SMTP, sample data."""

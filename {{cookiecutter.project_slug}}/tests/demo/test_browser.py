@@ -1,0 +1,146 @@
+"""The jobs page in headless Chromium against a running stack: sign in, upload a CSV, watch the bar, download."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from support.customers import customer_csv
+from support.servers import find_binary, unavailable
+from support.web import start_web
+
+pytestmark = pytest.mark.workers
+
+PASSWORD = "dana-password"
+#: Debian's Chromium, headless, with nothing that reaches beyond loopback.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+#: Records every value the progress bars show, so the test sees the bar move, not only its end.
+RECORD_PERCENTS = """
+window.__percents = [];
+new MutationObserver((changes) => {
+  for (const change of changes) window.__percents.push(change.target.dataset.percent);
+}).observe(document, {subtree: true, attributes: true, attributeFilter: ["data-percent"]});
+"""
+
+
+def chromium() -> str:
+    """Return the path of Debian's Chromium, or skip (fail under CI) without it."""
+    path = os.environ.get("CHROMIUM") or find_binary("chromium")
+    if path is None:
+        unavailable("chromium is not installed (apt-get install chromium)")
+    return str(path)
+
+
+def summary_of(path: Path) -> dict[str, int]:
+    """Return the customers per country of a downloaded summary CSV."""
+    with path.open(newline="") as file:
+        return {row["country"]: int(row["customers"]) for row in csv.DictReader(file)}
+
+
+def test_sign_in_upload_watch_progress_and_download(
+    claimcheck_backend, start_worker, worker_env, django_user_model, tmp_path
+):
+    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+    executable = chromium()
+    django_user_model.objects.create_user("dana", "dana@example.com", PASSWORD)
+    # On S3 the browser posts the file to the S3 API server itself, another origin than the page.
+    env = {**worker_env, **claimcheck_backend.env}
+    start_worker("reports", env=env)
+    start_worker("emails", env=env)
+    start_worker("images", env=env)
+    web, base = start_web(env, tmp_path / "logs")
+    customers = customer_csv(200_000, seed=11)
+    csv_path = tmp_path / "customers.csv"
+    csv_path.write_bytes(customers.data)
+    small = customer_csv(500, seed=12)
+    small_path = tmp_path / "small.csv"
+    small_path.write_bytes(small.data)
+    image_path = tmp_path / "photo.png"
+    Image.linear_gradient("L").resize((300, 200)).save(image_path)
+    screenshot = tmp_path / "jobs-page.png"
+
+    # No database access from here on: Playwright's sync API runs an event loop in this thread.
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, headless=True)
+        context = browser.new_context(accept_downloads=True, viewport={"width": 1200, "height": 800})
+        context.add_init_script(RECORD_PERCENTS)
+        page = context.new_page()
+        requested: list[str] = []
+        page.on("request", lambda request: requested.append(request.url))
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+
+        page.goto(base + "/")
+        assert "/accounts/login/" in page.url
+        page.fill("input[name=username]", "dana")
+        page.fill("input[name=password]", PASSWORD)
+        page.click("button[type=submit]")
+        page.wait_for_selector("#upload-form")
+        assert page.locator("#no-jobs").is_visible()
+        page.wait_for_selector("#queues tbody tr[data-queue=reports]")
+        assert page.locator("#queues tbody tr").count() == 4
+
+        page.set_input_files("#file", str(csv_path))
+        page.click("#start")
+        row = page.locator("#jobs tbody tr").first
+        row.locator(".bar[data-percent='100']").wait_for(timeout=120_000)
+        page.wait_for_selector("#jobs tbody tr[data-status=succeeded] td.links a", timeout=30_000)
+        assert row.get_attribute("data-status") == "succeeded"
+        assert row.locator(".label").inner_text() == "100 %"
+        assert f"{customers.customers} customers in {len(customers.countries)} countries" in row.inner_text()
+        percents = [int(p) for p in page.evaluate("window.__percents")]
+        assert percents[-1] == 100
+        assert any(0 < p < 100 for p in percents), percents  # the bar moved on the way
+        assert percents == sorted(percents), percents
+        assert any(url.endswith(f"/api/jobs/{row.get_attribute('data-job')}/events") for url in requested)
+
+        with page.expect_download() as download_info:
+            row.locator("td.links a", has_text="summary.csv").click()
+        downloaded = tmp_path / "summary.csv"
+        download_info.value.save_as(downloaded)
+        summary = summary_of(downloaded)
+        assert summary == dict(customers.countries)
+        assert sum(summary.values()) == customers.customers == customers.rows - customers.duplicates
+
+        # Without the event stream (blocked here, as some proxies do) the page falls back to polling.
+        page.route("**/events", lambda route: route.abort())
+        page.set_input_files("#file", str(small_path))
+        page.click("#start")
+        newest = page.locator("#jobs tbody tr").first
+        page.wait_for_function(
+            "() => document.querySelectorAll('#jobs tbody tr[data-status=succeeded]').length === 2", timeout=60_000
+        )
+        assert newest.locator(".bar").get_attribute("data-percent") == "100"
+        assert f"{small.customers} customers" in newest.inner_text()
+        assert any(url.endswith(f"/api/jobs/{newest.get_attribute('data-job')}") for url in requested)
+        page.unroute("**/events")
+
+        # An image becomes thumbnails on the images pool, each a download link.
+        page.set_input_files("#file", str(image_path))
+        page.click("#start")
+        page.wait_for_function(
+            "() => document.querySelectorAll('#jobs tbody tr[data-status=succeeded]').length === 3", timeout=60_000
+        )
+        thumbs = page.locator("#jobs tbody tr").first
+        assert thumbs.locator("td.links a").all_inner_texts() == ["thumb-64.png", "thumb-128.png", "thumb-256.png"]
+        page.wait_for_timeout(500)  # let the bars' width transition finish before the picture
+        page.screenshot(path=str(screenshot), full_page=True)
+        assert errors == []
+        browser.close()
+    web.stop()
+    assert screenshot.stat().st_size > 10_000
+    # Kept for a person to look at: pytest prints it with -rP.
+    print(f"screenshot: {screenshot}")

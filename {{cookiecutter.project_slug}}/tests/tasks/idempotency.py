@@ -1,0 +1,83 @@
+"""Test-only tasks on the idempotent base class: each counts its runs and leaves effects a test can check."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from celery import shared_task
+from django.db.models import F
+
+from {{ cookiecutter.project_slug }}.core.errors import PermanentError
+from {{ cookiecutter.project_slug }}.idempotency.base import IdempotentTask
+from {{ cookiecutter.project_slug }}.pools import DEFAULT
+
+from tests.effects.models import Counter, Effect
+
+
+def bump(name: str) -> int:
+    """Add one to the counter ``name`` and return the new value."""
+    Counter.objects.get_or_create(name=name)
+    Counter.objects.filter(name=name).update(value=F("value") + 1)
+    return Counter.objects.get(name=name).value
+
+
+def count(name: str) -> int:
+    """Return the value of the counter ``name`` (0 when it does not exist)."""
+    row = Counter.objects.filter(name=name).first()
+    return row.value if row else 0
+
+
+def _pause(seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:  # short sleeps, so a signal lands between them
+        time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+
+
+@shared_task(base=IdempotentTask, bind=True, worker_pool=DEFAULT)
+def make_effect(self: Any, name: str, seconds: float = 0.0, first_run_seconds: float = 0.0) -> dict[str, Any]:
+    """Count the run, work a while (longer on the first run), then record the effect ``name`` once."""
+    run = bump(f"runs:{name}")
+    _pause(seconds + (first_run_seconds if run == 1 else 0.0))
+    Effect.objects.create(key=name, task_id=self.request.id, worker=f"{self.request.hostname}:{os.getpid()}")
+    return {"effect": name, "run": run}
+
+
+class TransientError(Exception):
+    """A failure that a retry might fix."""
+
+
+class BrokenInputError(PermanentError):
+    """A failure no retry can fix."""
+
+
+@shared_task(base=IdempotentTask, bind=True, worker_pool=DEFAULT, max_attempts=3, retry_backoff=1)
+def always_fails(self: Any, name: str) -> None:
+    """Record when each attempt ran, then fail with a retryable error."""
+    attempt = bump(f"runs:{name}")
+    Effect.objects.create(key=f"{name}:attempt-{attempt}", task_id=self.request.id)
+    raise TransientError(f"attempt {attempt} of {name} failed")
+
+
+@shared_task(base=IdempotentTask, worker_pool=DEFAULT)
+def fails_permanently(name: str) -> None:
+    """Fail with a permanent error: no retry."""
+    bump(f"runs:{name}")
+    raise BrokenInputError(f"{name}: the input cannot be processed")
+
+
+@shared_task(base=IdempotentTask, bind=True, worker_pool=DEFAULT)
+def reports_progress(self: Any, name: str, steps: int = 4, step_seconds: float = 0.0) -> int:
+    """Report progress at each step, then return the number of steps."""
+    bump(f"runs:{name}")
+    for step in range(1, steps + 1):
+        _pause(step_seconds)
+        self.set_progress(step / steps, f"step {step} of {steps}")
+    return steps
+
+
+@shared_task(worker_pool=DEFAULT, ignore_result=True)
+def noop_plain(n: int) -> int:
+    """A plain task: ``enqueue`` refuses it."""
+    return n

@@ -1,0 +1,180 @@
+"""The delivery system check passes on the generated project and fails, naming the numbers, on each disagreement."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.core.checks import run_checks
+
+from {{ cookiecutter.project_slug }} import pools
+from {{ cookiecutter.project_slug }}.worker import checks, procfiles
+from {{ cookiecutter.project_slug }}.worker.queues import broker_transport_options
+
+from support.servers import PACKAGE, PROJECT_DIR
+
+REDIS = "redis://127.0.0.1:6379/0"
+
+
+def timing_ids(registry=pools.POOLS, **overrides) -> list[str]:
+    """Return the ids of the errors ``timing_errors`` finds for the production numbers with ``overrides``."""
+    registry = tuple(registry)
+    options = broker_transport_options(REDIS, Path("/unused"), registry)
+    arguments = {
+        "broker_url": REDIS,
+        "broker_options": options,
+        "result_backend": REDIS,
+        "backend_options": options,
+        "soft_shutdown": pools.soft_shutdown_timeout(registry),
+        "grace_periods": {"compose.yaml": {p.name: pools.stop_grace_period(p, registry) for p in registry}},
+        **overrides,
+    }
+    return [error.id for error in checks.timing_errors(registry, **arguments)]
+
+
+def test_numbers_derived_from_the_registry_agree():
+    assert timing_ids() == []
+    test_pools = settings.WORKER_POOLS
+    assert timing_ids(test_pools) == []
+    for pool in pools.POOLS:
+        assert pool.soft_time_limit < pool.time_limit < pool.lease_seconds < pools.visibility_timeout()
+        assert pools.stop_grace_period(pool) > pools.soft_shutdown_timeout()
+
+
+def test_test_settings_shorten_every_number_the_same_way():
+    registry = settings.WORKER_POOLS
+    visibility = settings.CELERY_BROKER_TRANSPORT_OPTIONS.get("visibility_timeout")
+    if settings.CELERY_BROKER_URL.startswith("redis"):
+        assert visibility == pools.visibility_timeout(registry)
+    assert pools.soft_shutdown_timeout(registry) == settings.CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT
+    # Seconds, not minutes: a SIGKILLed worker's task comes back while the test waits.
+    assert pools.visibility_timeout(registry) <= 20
+    assert pools.soft_shutdown_timeout(registry) < min(p.soft_time_limit for p in registry)
+
+
+def test_delivery_settings_are_on():
+    assert settings.CELERY_TASK_ACKS_LATE is True
+    assert settings.CELERY_TASK_REJECT_ON_WORKER_LOST is True
+    assert settings.CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS is True
+    assert [m for m in run_checks(tags=["delivery"]) if m.is_serious()] == []
+
+
+def test_soft_limit_not_below_hard_limit_is_an_error():
+    broken = dataclasses.replace(pools.DEFAULT)
+    object.__setattr__(broken, "soft_time_limit", broken.time_limit)  # as a hand edit that skips validation
+    assert timing_ids((broken, pools.REPORTS)) == ["delivery.E001"]
+
+
+def test_lease_not_above_hard_limit_is_an_error():
+    class NoMargin(pools.Pool):
+        @property
+        def lease_seconds(self) -> int:
+            return self.time_limit
+
+    broken = NoMargin(name="default", purpose="no lease margin", soft_time_limit=30, time_limit=60)
+    assert timing_ids((broken, pools.REPORTS)) == ["delivery.E002"]
+
+
+def test_visibility_timeout_below_a_lease_is_an_error():
+    options = {"visibility_timeout": pools.REPORTS.lease_seconds}
+    errors = checks.timing_errors(
+        pools.POOLS,
+        broker_url=REDIS,
+        broker_options=options,
+        result_backend=REDIS,
+        backend_options=options,
+        soft_shutdown=pools.soft_shutdown_timeout(),
+        grace_periods={},
+    )
+    assert [e.id for e in errors] == ["delivery.E003"]
+    assert f"({pools.REPORTS.lease_seconds}s)" in errors[0].msg
+    assert "'reports'" in errors[0].msg
+
+
+def test_result_backend_visibility_must_equal_the_brokers():
+    options = broker_transport_options(REDIS, Path("/unused"))
+    other = {**options, "visibility_timeout": options["visibility_timeout"] + 1}
+    assert timing_ids(backend_options=other) == ["delivery.E004"]
+    # A result backend that is not Redis has no visibility timeout to compare.
+    assert timing_ids(result_backend="file:///tmp/results", backend_options={}) == []
+
+
+def test_soft_shutdown_off_is_an_error():
+    assert timing_ids(soft_shutdown=0) == ["delivery.E005"]
+
+
+def test_grace_period_not_above_soft_shutdown_is_an_error():
+    soft = pools.soft_shutdown_timeout()
+    ids = timing_ids(grace_periods={"k8s/worker-images.yaml": {"images": soft}})
+    assert ids == ["delivery.E006"]
+
+
+def test_grace_periods_are_read_from_compose_and_kubernetes_files(tmp_path):
+    for name, text in procfiles.render_all(pools.POOLS, kubernetes=True).items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    found = checks.grace_periods_on_disk(tmp_path, pools.POOLS)
+    expected = {p.name: float(pools.stop_grace_period(p)) for p in pools.POOLS}
+    assert found["compose.yaml"] == expected
+    for pool in pools.POOLS:
+        assert found[f"k8s/worker-{pool.name}.yaml"] == {pool.name: expected[pool.name]}
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("30s", 30), ("1m30s", 90), (45, 45), ("1h", 3600), ("2.5s", 2.5)])
+def test_compose_durations(text, seconds):
+    assert checks._seconds(text) == seconds
+
+
+def run_check(tmp_path: Path, settings_body: str) -> subprocess.CompletedProcess[str]:
+    """Run ``manage.py check`` with a settings module that imports the test settings and changes them."""
+    (tmp_path / "edited_settings.py").write_text(
+        f"from {PACKAGE}.config.settings.test import *  # noqa\n{settings_body}\n"
+    )
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")},
+        "DJANGO_SETTINGS_MODULE": "edited_settings",
+        "PYTHONPATH": str(tmp_path),
+        "CELERY_BROKER_URL": REDIS,
+        "RUN_DIR": str(tmp_path / "run"),
+    }
+    return subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=PROJECT_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_manage_py_check_passes_on_the_generated_project(tmp_path):
+    done = run_check(tmp_path, "")
+    assert done.returncode == 0, done.stderr
+    assert "delivery." not in done.stdout + done.stderr
+
+
+def test_manage_py_check_fails_on_a_hand_edited_visibility_timeout(tmp_path):
+    done = run_check(tmp_path, 'CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 5}')
+    assert done.returncode != 0
+    assert "delivery.E003" in done.stderr
+    assert "visibility timeout (5s) must be above the lease" in done.stderr
+    assert "delivery.E004" in done.stderr  # the result backend still has the derived value
+
+
+def test_manage_py_check_fails_on_a_hand_edited_grace_period(tmp_path):
+    project = tmp_path / "project"
+    project.mkdir()
+    compose = (PROJECT_DIR / "compose.yaml").read_text()
+    grace = pools.stop_grace_period(pools.IMAGES)
+    assert f"stop_grace_period: {grace}s" in compose
+    (project / "compose.yaml").write_text(compose.replace(f"stop_grace_period: {grace}s", "stop_grace_period: 1s", 1))
+    done = run_check(tmp_path, f"BASE_DIR = __import__('pathlib').Path({str(project)!r})")
+    assert done.returncode != 0
+    assert "delivery.E006" in done.stderr
+    assert "compose.yaml: the grace period of the 'default' worker (1.0s)" in done.stderr

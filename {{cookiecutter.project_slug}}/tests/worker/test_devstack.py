@@ -1,0 +1,148 @@
+"""The local stack of `make dev` runs with no service installed: web, a worker per pool, beat and Flower."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from {{ cookiecutter.project_slug }} import pools
+from {{ cookiecutter.project_slug }}.worker import heartbeat
+
+from support.servers import PROJECT_DIR, Process, free_port, wait_until
+
+PACKAGE = "{{ cookiecutter.project_slug }}"
+#: Variables that would point the stack at real services; the embedded stack runs without any of them.
+SERVICE_VARIABLES = (
+    "DATABASE_URL",
+    "CELERY_BROKER_URL",
+    "CELERY_RESULT_BACKEND",
+    "AWS_STORAGE_BUCKET_NAME",
+    "AWS_S3_ENDPOINT_URL",
+    "EMAIL_URL",
+)
+#: Sends Celery's built-in ``celery.accumulate`` (it returns its arguments) to each pool's queue and waits
+#: for the answers: every pool answers with or without the demo app.
+SEND_TO_EACH_POOL = """
+import json, sys
+import django
+django.setup()
+from celery import current_app
+sent = {name: current_app.send_task("celery.accumulate", args=[name], queue=name) for name in json.loads(sys.argv[1])}
+print(json.dumps({name: {"id": result.id, "result": result.get(timeout=90)} for name, result in sent.items()}))
+"""
+
+
+def stack_env(run_dir: Path, web_port: int, flower_port: int) -> dict[str, str]:
+    """Return the environment of `make dev`'s processes: embedded defaults under ``run_dir``, free ports."""
+    env = {k: v for k, v in os.environ.items() if k not in SERVICE_VARIABLES and not k.startswith("PYTEST_")}
+    env.update(
+        DJANGO_SETTINGS_MODULE=f"{PACKAGE}.config.settings.local",
+        RUN_DIR=str(run_dir),
+        WEB_PORT=str(web_port),
+        FLOWER_PORT=str(flower_port),
+        FLOWER_USER="flower",
+        FLOWER_PASSWORD="devstack-test-password",
+        PYTHONUNBUFFERED="1",
+        # The Procfile's commands (celery, uvicorn) come from this virtualenv, as under `uv run`.
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    )
+    return env
+
+
+def http_status(url: str, auth: tuple[str, str] | None = None) -> int:
+    """Return the HTTP status of a GET of ``url`` on loopback (0 when nothing answers)."""
+    request = urllib.request.Request(url)  # noqa: S310 - a loopback URL built by the test
+    if auth:
+        request.add_header("Authorization", "Basic " + base64.b64encode(":".join(auth).encode()).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return 0
+
+
+def run(argv: list[str], env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` in the project directory and fail the test with its output if it fails."""
+    done = subprocess.run(argv, cwd=PROJECT_DIR, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    assert done.returncode == 0, f"{argv} exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done
+
+
+@pytest.fixture
+def devstack(tmp_path: Path) -> Iterator[tuple[Process, dict[str, str]]]:
+    """Migrate, then run the Procfile with honcho as `make dev` does; stop it at the end of the test."""
+    env = stack_env(tmp_path / "run", free_port(), free_port())
+    run([sys.executable, "manage.py", "migrate", "--noinput"], env)
+    info = run([sys.executable, "manage.py", "stackinfo"], env).stdout
+    assert "filesystem://" in info, info
+    assert f"sqlite3 {tmp_path / 'run' / 'db.sqlite3'}" in info, info
+    # An empty env file: honcho must not add the project's .env, the settings read it themselves.
+    (tmp_path / "empty.env").write_text("")
+    honcho = [sys.executable, "-m", "honcho", "start", "-f", "Procfile", "-d", str(PROJECT_DIR)]
+    stack = Process([*honcho, "-e", str(tmp_path / "empty.env")], tmp_path / "honcho.log", env=env).start()
+    yield stack, env
+    stack.stop(timeout=60)
+
+
+@pytest.mark.workers
+def test_make_dev_stack_runs_every_process_without_services(devstack, tmp_path):
+    stack, env = devstack
+    web, flower = f"http://127.0.0.1:{env['WEB_PORT']}", f"http://127.0.0.1:{env['FLOWER_PORT']}"
+    beats = Path(env["RUN_DIR"]) / "heartbeat"
+
+    def up() -> bool:
+        assert stack.alive(), f"honcho exited early:\n{stack.log()[-4000:]}"
+        alive = all(heartbeat.check(p.name, beats)[0] for p in pools.POOLS)
+        return alive and http_status(f"{web}/healthz") == 200 and http_status(f"{flower}/healthcheck") == 200
+
+    wait_until(up, 180, "web, Flower and every pool's worker heartbeat", interval=0.5)
+    assert http_status(f"{flower}/", auth=None) == 401
+    assert http_status(f"{flower}/", auth=(env["FLOWER_USER"], env["FLOWER_PASSWORD"])) == 200
+
+    # Each pool's node consumes exactly its own queue, over the filesystem transport's fanout.
+    inspected = run([sys.executable, "-m", "celery", "-A", PACKAGE, "inspect", "active_queues", "-j", "-t", "5"], env)
+    queues = json.loads(inspected.stdout)
+    by_node = {node.split("@")[0]: sorted(q["name"] for q in consumed) for node, consumed in queues.items()}
+    assert by_node == {p.name: [p.queue] for p in pools.POOLS}
+
+    names = json.dumps([p.name for p in pools.POOLS])
+    sent = run([sys.executable, "-c", SEND_TO_EACH_POOL, names], env, timeout=180)
+    results = json.loads(sent.stdout.strip().splitlines()[-1])
+    log = stack.log()
+    for pool_name, answer in results.items():
+        assert answer["result"] == [pool_name], (pool_name, answer)
+        received = f"celery.accumulate[{answer['id']}] received"
+        lines = [line for line in log.splitlines() if received in line]
+        assert lines, f"no worker logged {received}"
+        assert all(line.split()[1] == f"worker_{pool_name}.1" for line in lines), lines
+
+    # Stop as Ctrl-C on `make dev` does: honcho passes SIGTERM on, and kills what outlives its short wait.
+    worker_pids = [int(path.read_text().split()[0]) for path in beats.glob("*.alive")]
+    assert len(worker_pids) == len(pools.POOLS)
+    stack.signal(signal.SIGTERM)
+    stack.wait(timeout=60)
+    wait_until(lambda: not any(pid_alive(pid) for pid in worker_pids), 30, "every worker to exit")
+    log = stack.log()
+    for name in ("web", "beat", "flower", *(f"worker_{p.name}" for p in pools.POOLS)):
+        assert f"{name}.1 stopped" in log, f"honcho did not report {name} stopped"
+
+
+def pid_alive(pid: int) -> bool:
+    """Return whether process ``pid`` exists and is not a zombie."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"

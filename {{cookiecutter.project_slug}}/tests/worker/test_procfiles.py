@@ -1,0 +1,172 @@
+"""The process files on disk are the registry's rendering, and each runs every pool as the registry says."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from {{ cookiecutter.project_slug }} import pools
+from {{ cookiecutter.project_slug }}.worker import procfiles
+
+PROJECT_DIR = Path(__file__).resolve().parents[2]
+PACKAGE = procfiles.PACKAGE
+
+
+def worker_options(argv: list[str]) -> dict[str, str]:
+    """Return the ``celery worker`` options in ``argv`` by flag, checking it starts a worker of this app."""
+    assert argv[:4] == ["celery", "-A", PACKAGE, "worker"], argv
+    options: dict[str, str] = {}
+    args = iter(argv[4:])
+    for flag in args:
+        assert flag.startswith("-"), f"stray argument {flag!r} in {argv}"
+        assert flag not in options, f"{flag} given twice in {argv}"
+        options[flag] = next(args)
+    return options
+
+
+def expected_options(pool: pools.Pool) -> dict[str, str]:
+    """Return the worker options that start ``pool`` as the registry defines it."""
+    expected = {
+        "-Q": pool.queue,
+        "-n": f"{pool.name}@%h",
+        "-P": pool.pool,
+        "--prefetch-multiplier": str(pool.prefetch_multiplier),
+        "-l": "INFO",
+    }
+    if pool.concurrency is not None:
+        expected["-c"] = str(pool.concurrency)
+    if pool.pool == "prefork":  # the threads pool cannot enforce time limits from the command line
+        expected["--soft-time-limit"] = str(pool.soft_time_limit)
+        expected["--time-limit"] = str(pool.time_limit)
+        if pool.max_tasks_per_child is not None:
+            expected["--max-tasks-per-child"] = str(pool.max_tasks_per_child)
+    return expected
+
+
+def assert_one_worker_per_pool(commands: dict[str, list[str]], where: str) -> None:
+    """Check ``commands`` (by process name) holds exactly one worker per pool, with the pool's options."""
+    workers = {name: argv for name, argv in commands.items() if argv[:4] == ["celery", "-A", PACKAGE, "worker"]}
+    by_queue: dict[str, list[str]] = {}
+    for name, argv in workers.items():
+        by_queue.setdefault(worker_options(argv)["-Q"], []).append(name)
+    assert sorted(by_queue) == sorted(pools.queue_names()), f"{where}: worker queues {sorted(by_queue)}"
+    for pool in pools.POOLS:
+        assert len(by_queue[pool.queue]) == 1, f"{where}: {by_queue[pool.queue]} all consume {pool.queue!r}"
+        assert worker_options(workers[by_queue[pool.queue][0]]) == expected_options(pool), f"{where}: {pool.name}"
+
+
+def read_yaml_documents(path: Path) -> list[Any]:
+    """Return every YAML document in ``path``."""
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
+
+
+def test_files_on_disk_are_the_registry_rendering():
+    rendered = procfiles.render_all()
+    for name, text in rendered.items():
+        path = PROJECT_DIR / name
+        assert path.exists(), f"{name} is missing: run `make procfiles`"
+        assert path.read_text() == text, f"{name} differs from {PACKAGE}/pools.py: run `make procfiles`"
+    manifests = {f"k8s/{path.name}" for path in (PROJECT_DIR / "k8s").glob("*.yaml")}
+    assert manifests == {name for name in rendered if name.startswith("k8s/")}
+
+
+def test_procfile_runs_web_one_worker_per_pool_beat_and_flower():
+    lines = [line for line in (PROJECT_DIR / "Procfile").read_text().splitlines() if line and line[0] != "#"]
+    commands = {name: shlex.split(command) for name, _, command in (line.partition(": ") for line in lines)}
+    assert_one_worker_per_pool(commands, "Procfile")
+    assert commands["web"][:2] == ["uvicorn", f"{PACKAGE}.config.asgi:application"]
+    assert commands["beat"][:4] == ["celery", "-A", PACKAGE, "beat"]
+    assert commands["flower"][:4] == ["celery", "-A", PACKAGE, "flower"]
+    assert set(commands) == {"web", "beat", "flower", *(f"worker_{p.name}" for p in pools.POOLS)}
+
+
+def test_compose_has_every_service_and_one_worker_per_pool():
+    (document,) = read_yaml_documents(PROJECT_DIR / "compose.yaml")
+    services = document["services"]
+    assert {"postgres", "redis", "web", "beat", "flower"} <= set(services)
+    s3 = [name for name, s in services.items() if "minio/minio" in str(s.get("image"))]
+    assert s3, "no S3-compatible server in compose.yaml"
+    buckets = [name for name, s in services.items() if "mc mb" in " ".join(s.get("entrypoint") or [])]
+    assert buckets, "no service creates the bucket"
+    assert services[buckets[0]]["depends_on"][s3[0]]["condition"] == "service_healthy"
+
+    commands = {name: shlex.split(s["command"]) for name, s in services.items() if isinstance(s.get("command"), str)}
+    assert_one_worker_per_pool(commands, "compose.yaml")
+    for pool in pools.POOLS:
+        worker = services[f"worker-{pool.name}"]
+        grace = int(worker["stop_grace_period"].removesuffix("s"))
+        assert grace == pools.stop_grace_period(pool)
+        assert grace > pools.SOFT_SHUTDOWN_TIMEOUT, f"worker-{pool.name} is killed before its soft shutdown ends"
+        assert worker["environment"]["REMAP_SIGTERM"] == "SIGQUIT"
+        assert worker["healthcheck"]["test"][1:] == [
+            "python",
+            "-m",
+            f"{PACKAGE}.worker.heartbeat",
+            "--check",
+            pool.name,
+        ]
+        assert worker["environment"]["DJANGO_SETTINGS_MODULE"] == f"{PACKAGE}.config.settings.production"
+    assert commands["web"][:2] == ["uvicorn", f"{PACKAGE}.config.asgi:application"]
+
+
+def _deployments(documents: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["name"]: d for docs in documents.values() for d in docs if d["kind"] == "Deployment"}
+
+
+def test_kubernetes_manifests_run_each_pool_with_its_grace_period_and_probe():
+    # Rendered whether or not this project keeps k8s/, so the renderer itself stays tested.
+    deployments = _deployments(procfiles.kubernetes_documents())
+    assert {f"{PACKAGE}-web", f"{PACKAGE}-beat", f"{PACKAGE}-flower"} <= set(deployments)
+    commands = {name: d["spec"]["template"]["spec"]["containers"][0]["command"] for name, d in deployments.items()}
+    assert_one_worker_per_pool(commands, "k8s")
+    for pool in pools.POOLS:
+        spec = deployments[f"{PACKAGE}-worker-{pool.name}"]["spec"]["template"]["spec"]
+        assert spec["terminationGracePeriodSeconds"] == pools.stop_grace_period(pool)
+        assert spec["terminationGracePeriodSeconds"] > pools.SOFT_SHUTDOWN_TIMEOUT
+        (container,) = spec["containers"]
+        assert {"name": "REMAP_SIGTERM", "value": "SIGQUIT"} in container["env"]
+        probe = container["livenessProbe"]["exec"]["command"]
+        assert probe == ["python", "-m", f"{PACKAGE}.worker.heartbeat", "--check", pool.name]
+    assert deployments[f"{PACKAGE}-beat"]["spec"]["strategy"]["type"] == "Recreate"
+
+
+@pytest.mark.skipif(not procfiles.KUBERNETES_MANIFESTS, reason="generated without kubernetes_manifests")
+def test_kubernetes_files_on_disk_parse_and_are_listed_in_the_kustomization():
+    files = {path.name: read_yaml_documents(path) for path in (PROJECT_DIR / "k8s").glob("*.yaml")}
+    (kustomization,) = files.pop("kustomization.yaml")
+    assert sorted(kustomization["resources"]) == sorted(files)
+    on_disk = {f"k8s/{name}": docs for name, docs in files.items()}
+    assert set(_deployments(on_disk)) == set(_deployments(procfiles.kubernetes_documents()))
+
+
+def test_a_new_pool_is_one_registry_entry(tmp_path):
+    extra = pools.Pool(name="exports", purpose="CSV exports", pool="threads", concurrency=4, max_attempts=2)
+    registry = (*pools.POOLS, extra)
+    procfile = procfiles.render_procfile(registry)
+    assert "worker_exports: celery -A" in procfile
+    (compose,) = yaml.safe_load_all(procfiles.render_compose(registry).split("\n", 1)[1])
+    assert worker_options(shlex.split(compose["services"]["worker-exports"]["command"])) == expected_options(extra)
+    assert "worker-exports.yaml" in procfiles.kubernetes_documents(registry)
+
+
+def test_write_all_removes_only_its_own_stale_manifests(tmp_path):
+    (tmp_path / "k8s").mkdir()
+    stale = tmp_path / "k8s" / "worker-gone.yaml"
+    stale.write_text(procfiles.HEADER + "kind: Deployment\n")
+    mine = tmp_path / "k8s" / "ingress.yaml"
+    mine.write_text("kind: Ingress\n")
+    written = procfiles.write_all(tmp_path)
+    assert not stale.exists()
+    assert mine.exists()
+    assert set(written) == set(procfiles.render_all())
+    assert (tmp_path / "Procfile").read_text() == procfiles.render_procfile()
+
+
+def test_rendered_yaml_has_no_anchors_and_parses_back():
+    text = procfiles.render_compose()
+    assert "&id" not in text, "compose.yaml uses YAML anchors"
+    assert yaml.safe_load(text) == procfiles.compose_document()

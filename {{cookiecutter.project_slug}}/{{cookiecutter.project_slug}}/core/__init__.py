@@ -1,0 +1,1 @@
+"""What every app shares: the base errors and the JSON HTTP layer."""

@@ -1,0 +1,313 @@
+"""The claim protocol: a delivery claims its row, reports progress, and finishes it, fenced by owner.
+
+Each write is one statement, conditional on the row's state and owner: the statement decides, reads
+only explain a refusal.
+"""
+
+from __future__ import annotations
+
+import enum
+import traceback as tb
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import connections, router, transaction
+from django.db.models import Case, CharField, DateTimeField, F, Q, QuerySet, Value, When
+from django.utils import timezone
+
+from .exceptions import AttemptsExhaustedError
+from .models import Status, TaskRecord
+from .publishing import ERROR_MESSAGE_LIMIT
+
+__all__ = [
+    "Claim",
+    "Outcome",
+    "attempt_failed",
+    "claim",
+    "error_fields",
+    "fail",
+    "fail_exhausted",
+    "release",
+    "report_progress",
+    "succeed",
+]
+
+
+class Outcome(enum.Enum):
+    """What a delivery found when it tried to claim its row."""
+
+    CLAIMED = "claimed"  # this delivery owns the row: run the body
+    SUCCEEDED = "succeeded"  # done before: return the stored result
+    BUSY = "busy"  # another delivery holds a live lease: do not run
+    FAILED = "failed"  # failed for good before: do not run
+    EXHAUSTED = "exhausted"  # claimed max_attempts times already: failed for good now
+    MISMATCH = "mismatch"  # the key belongs to another payload: do not run
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """The outcome of a claim and the row as read when the claim did not succeed."""
+
+    outcome: Outcome
+    record: TaskRecord | None = None
+
+
+def claim(
+    *,
+    key: str,
+    task_name: str,
+    queue: str,
+    payload_hash: str,
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+    owner: str,
+    task_id: str,
+    lease_seconds: float,
+    max_attempts: int,
+    expect_row: bool = True,
+    dead_owner: str | None = None,
+) -> Claim:
+    """Claim the row of ``key`` for the delivery ``owner``, counting the attempt, or say why not.
+
+    A pending row, or a running one whose lease expired, is claimed by one conditional UPDATE; a
+    missing row (the call was published without ``enqueue``: ``expect_row=False``) is created
+    already claimed by one INSERT ... ON CONFLICT DO NOTHING. The statement decides; reads only
+    explain a refusal. ``dead_owner`` names a lease holder known to be dead, whose lease is void.
+    """
+    now = timezone.now()
+    lease = now + timedelta(seconds=lease_seconds)
+    inserts = 0
+    for _ in range(4):  # each pass decides, or saw the row change between two statements
+        if expect_row:
+            if _claim_row(
+                key=key,
+                payload_hash=payload_hash,
+                owner=owner,
+                task_id=task_id,
+                now=now,
+                lease=lease,
+                max_attempts=max_attempts,
+                dead_owner=dead_owner,
+            ):
+                return Claim(Outcome.CLAIMED)
+        else:
+            candidate = TaskRecord(
+                # The Celery task id doubles as the row id, unless another row already has it.
+                id=_uuid_or_new(task_id) if inserts == 0 else uuid.uuid4(),
+                key=key,
+                task_name=task_name,
+                queue=queue,
+                status=Status.RUNNING,
+                payload_hash=payload_hash,
+                args=list(args),
+                kwargs=dict(kwargs),
+                attempts=1,
+                task_id=task_id,
+                owner=owner,
+                lease_expires_at=lease,
+                enqueued_at=now,
+                started_at=now,
+            )
+            TaskRecord.objects.bulk_create([candidate], ignore_conflicts=True)
+            inserts += 1
+            if TaskRecord.objects.filter(key=key, owner=owner).exists():
+                return Claim(Outcome.CLAIMED)
+        record = TaskRecord.objects.filter(key=key).first()
+        if record is None:
+            expect_row = False
+            continue
+        expect_row = True
+        if record.payload_hash != payload_hash:
+            return Claim(Outcome.MISMATCH, record)
+        if record.status == Status.SUCCEEDED:
+            return Claim(Outcome.SUCCEEDED, record)
+        if record.status == Status.FAILED:
+            return Claim(Outcome.FAILED, record)
+        lease_live = record.lease_expires_at is not None and record.lease_expires_at >= now
+        if record.status == Status.RUNNING and lease_live and not (dead_owner and record.owner == dead_owner):
+            return Claim(Outcome.BUSY, record)
+        if record.attempts >= max_attempts and fail_exhausted(
+            key=key, max_attempts=max_attempts, now=now, dead_owner=dead_owner
+        ):
+            record.refresh_from_db()
+            return Claim(Outcome.EXHAUSTED, record)
+    return Claim(Outcome.BUSY, TaskRecord.objects.filter(key=key).first())
+
+
+def _claimable_sql(now: datetime, dead_owner: str | None) -> tuple[str, list[tuple[str, Any]]]:
+    """Return the condition under which a row may be claimed, as SQL over field names, and its parameters.
+
+    Pending, or running under a lease that expired, or running under a holder known to be dead (its
+    process no longer exists), whose lease is void. The one statement of the condition: the claim and
+    the exhausted-attempts failure both use it.
+    """
+    sql = "{status} = %s OR ({status} = %s AND {lease_expires_at} < %s)"
+    params: list[tuple[str, Any]] = [("status", Status.PENDING), ("status", Status.RUNNING), ("lease_expires_at", now)]
+    if dead_owner:
+        sql += " OR ({status} = %s AND {owner} = %s)"
+        params += [("status", Status.RUNNING), ("owner", dead_owner)]
+    return f"({sql})", params
+
+
+def _claim_row(
+    *,
+    key: str,
+    payload_hash: str,
+    owner: str,
+    task_id: str,
+    now: datetime,
+    lease: datetime,
+    max_attempts: int,
+    dead_owner: str | None,
+) -> bool:
+    """Claim a claimable row of ``key`` with one UPDATE, counting the attempt; return whether it did."""
+    values = {
+        "status": Status.RUNNING,
+        "owner": owner,
+        "task_id": task_id,
+        "lease_expires_at": lease,
+        "started_at": now,
+        "progress": None,
+        "progress_message": "",
+    }
+    claimable, params = _claimable_sql(now, dead_owner)
+    where = "{key} = %s AND {payload_hash} = %s AND {attempts} < %s AND " + claimable
+    params = [("key", key), ("payload_hash", payload_hash), ("attempts", max_attempts), *params]
+    return bool(_update_rows(values, where, params, increment=("attempts",)))
+
+
+def _update_rows(
+    values: Mapping[str, Any],
+    where: str,
+    params: Mapping[str, Any] | Sequence[tuple[str, Any]],
+    *,
+    increment: Sequence[str] = (),
+) -> int:
+    """Run one ``UPDATE`` of the status table and return the number of rows it changed.
+
+    The claim and the success write run for every task; building them with the ORM cost more than
+    the statements themselves (about 1.2 ms of 2 ms per task on PostgreSQL), so they are written
+    here as SQL. Values are prepared by the model's fields, as the ORM would; ``where`` names
+    columns by field name in braces (``{owner} = %s``) and ``params`` pairs each placeholder with
+    the field that prepares its value.
+    """
+    using = router.db_for_write(TaskRecord)
+    connection = connections[using]
+    quote = connection.ops.quote_name
+    fields = TaskRecord._meta
+    columns = {f.name: quote(f.column) for f in fields.concrete_fields}
+    assignments = [f"{columns[name]} = %s" for name in values]
+    assignments += [f"{columns[name]} = {columns[name]} + 1" for name in increment]
+    pairs = params.items() if isinstance(params, Mapping) else params
+    arguments = [fields.get_field(name).get_db_prep_save(value, connection) for name, value in values.items()]
+    arguments += [fields.get_field(name).get_db_prep_value(value, connection) for name, value in pairs]
+    # Only quoted column names are formatted in; every value is a parameter.
+    sql = f"UPDATE {quote(fields.db_table)} SET {', '.join(assignments)} WHERE {where.format(**columns)}"  # noqa: S608
+    with transaction.mark_for_rollback_on_error(using), connection.cursor() as cursor:
+        cursor.execute(sql, arguments)
+        return cursor.rowcount
+
+
+def fail_exhausted(*, key: str, max_attempts: int, now: datetime | None = None, dead_owner: str | None = None) -> bool:
+    """Fail the row of ``key`` for good if it is claimable but was claimed ``max_attempts`` times already.
+
+    This ends the redelivery loop of a task that kills its worker: each delivery counted at its
+    claim, so a delivery that died without a word still used up an attempt.
+    """
+    now = now or timezone.now()
+    record = TaskRecord.objects.filter(key=key).only("attempts").first()
+    attempts = record.attempts if record else max_attempts
+    values = {
+        "status": Status.FAILED,
+        "owner": "",
+        "lease_expires_at": None,
+        "finished_at": now,
+        **error_fields(AttemptsExhaustedError(key, attempts, max_attempts)),
+        "error_traceback": "",
+    }
+    claimable, params = _claimable_sql(now, dead_owner)
+    where = "{key} = %s AND {attempts} >= %s AND " + claimable
+    return bool(_update_rows(values, where, [("key", key), ("attempts", max_attempts), *params]))
+
+
+def _uuid_or_new(task_id: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(task_id)
+    except (TypeError, ValueError):
+        return uuid.uuid4()
+
+
+def _owned(key: str, owner: str) -> QuerySet[TaskRecord]:
+    """Return the row of ``key`` only while ``owner`` holds it: the fence of every finishing write."""
+    return TaskRecord.objects.filter(key=key, owner=owner, status=Status.RUNNING)
+
+
+def error_fields(exc: BaseException) -> dict[str, str]:
+    """Return the row's error columns for ``exc``: its class path, message and traceback."""
+    return {
+        "error_type": f"{type(exc).__module__}.{type(exc).__qualname__}".removeprefix("builtins."),
+        "error_message": str(exc)[:ERROR_MESSAGE_LIMIT],
+        "error_traceback": "".join(tb.format_exception(exc)),
+    }
+
+
+def succeed(*, key: str, owner: str, result: Any) -> bool:
+    """Store ``result`` and mark the row succeeded, if ``owner`` still holds it."""
+    values = {
+        "status": Status.SUCCEEDED,
+        "result": result,
+        "lease_expires_at": None,
+        "finished_at": timezone.now(),
+        "progress": 1.0,
+        "error_type": "",
+        "error_message": "",
+        "error_traceback": "",
+    }
+    where = "{key} = %s AND {owner} = %s AND {status} = %s"
+    return bool(_update_rows(values, where, {"key": key, "owner": owner, "status": Status.RUNNING}))
+
+
+def fail(*, key: str, owner: str, exc: BaseException) -> bool:
+    """Fail the row for good with ``exc``, if ``owner`` still holds it."""
+    return bool(
+        _owned(key, owner).update(
+            status=Status.FAILED, lease_expires_at=None, finished_at=timezone.now(), **error_fields(exc)
+        )
+    )
+
+
+def release(*, key: str, owner: str, exc: BaseException | None = None) -> bool:
+    """Give the row back (pending) so a later delivery can claim it, if ``owner`` still holds it."""
+    errors = error_fields(exc) if exc is not None else {}
+    return bool(_owned(key, owner).update(status=Status.PENDING, owner="", lease_expires_at=None, **errors))
+
+
+def attempt_failed(*, key: str, owner: str, exc: BaseException, max_attempts: int) -> TaskRecord | None:
+    """Record a failed attempt: fail the row for good at ``max_attempts``, else release it for a retry.
+
+    Return the row afterwards, or ``None`` if ``owner`` no longer held it.
+    """
+    now = timezone.now()
+    final = Q(attempts__gte=max_attempts)
+    updated = _owned(key, owner).update(
+        status=Case(When(final, then=Value(Status.FAILED)), default=Value(Status.PENDING), output_field=CharField()),
+        owner=Case(When(final, then=F("owner")), default=Value(""), output_field=CharField()),
+        finished_at=Case(When(final, then=Value(now)), default=Value(None), output_field=DateTimeField()),
+        lease_expires_at=None,
+        **error_fields(exc),
+    )
+    return TaskRecord.objects.get(key=key) if updated else None
+
+
+def report_progress(*, key: str, owner: str, fraction: float, message: str, lease_seconds: float) -> bool:
+    """Store progress and extend the lease, if ``owner`` still holds the row."""
+    return bool(
+        _owned(key, owner).update(
+            progress=fraction,
+            progress_message=message[:255],
+            lease_expires_at=timezone.now() + timedelta(seconds=lease_seconds),
+        )
+    )

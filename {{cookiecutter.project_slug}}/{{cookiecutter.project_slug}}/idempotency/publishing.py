@@ -1,0 +1,176 @@
+"""Publishing task calls: write the pending row, then publish the message once the row is committed."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+from django.db import transaction
+from kombu.exceptions import OperationalError as BrokerUnavailableError
+
+from .exceptions import PayloadMismatchError
+from .models import Status, TaskRecord
+from .selectors import TaskResult
+
+__all__ = [
+    "ERROR_MESSAGE_LIMIT",
+    "KEY_HEADER",
+    "PUBLISH_FAILED",
+    "Call",
+    "enqueue",
+    "enqueue_many",
+    "publish",
+    "publish_all",
+    "publish_or_flag",
+    "unflag_unpublished",
+]
+
+logger = logging.getLogger(__name__)
+
+#: ``error_type`` of a pending row whose message the broker did not take; beat's reaper publishes it again.
+PUBLISH_FAILED = "PublishFailed"
+PUBLISH_FAILED_LOG = "key %r: the broker did not take the message (%s); the reaper will publish it again"
+#: Message header carrying the idempotency key from ``enqueue`` (and retries) to the worker.
+KEY_HEADER = "idempotency_key"
+#: Longest error message kept on a row.
+ERROR_MESSAGE_LIMIT = 4000
+
+
+def _nothing_to_discard() -> None:
+    """Leave storage alone: the call stored nothing of its own."""
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One task call, checked and ready to be written: what the row stores and the message carries.
+
+    Built by the task (``IdempotentTask.prepare_call``), which has already checked the arguments and
+    offloaded a large argument set to the claim check; publishing needs nothing else from the task.
+    """
+
+    key: str
+    task_name: str
+    queue: str
+    payload_hash: str
+    #: The arguments as published: inline, or the claim-check envelope of an offloaded set.
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    #: Deletes what the call stored (its offloaded argument blob) when another row already holds the key.
+    discard: Callable[[], None] = field(default=_nothing_to_discard, compare=False)
+
+    def record(self) -> TaskRecord:
+        """Return the unsaved pending row of this call."""
+        return TaskRecord(
+            key=self.key,
+            task_name=self.task_name,
+            queue=self.queue,
+            payload_hash=self.payload_hash,
+            args=list(self.args),
+            kwargs=self.kwargs,
+        )
+
+
+def enqueue(call: Call) -> TaskResult:
+    """Create the pending row of ``call`` and publish it once the transaction commits.
+
+    The same key returns the row it already has (nothing is published again); the same key with
+    other arguments raises :class:`PayloadMismatchError`.
+    """
+    candidate = call.record()
+    with transaction.atomic():
+        # INSERT ... ON CONFLICT DO NOTHING: two callers racing on one key create one row.
+        TaskRecord.objects.bulk_create([candidate], ignore_conflicts=True)
+        record = TaskRecord.objects.get(key=candidate.key)
+        if record.pk != candidate.pk:
+            call.discard()  # nothing is published for this call
+        if record.payload_hash != candidate.payload_hash:
+            raise PayloadMismatchError(call.key, call.task_name, record.payload_hash, candidate.payload_hash)
+        if record.pk == candidate.pk or unflag_unpublished(record):
+            # A row whose message the broker refused earlier is published again by this call.
+            transaction.on_commit(partial(publish_or_flag, record))
+    return TaskResult.from_record(record)
+
+
+def enqueue_many(calls: Sequence[Call], *, batch_size: int = 500) -> list[TaskResult]:
+    """Create the pending rows of many calls and publish the new ones once the transaction commits.
+
+    Equal calls share one row. Rows are written ``batch_size`` at a time, one ``INSERT ... ON
+    CONFLICT DO NOTHING`` and one ``SELECT`` each, and the messages go out over one broker
+    connection. Return one handle per call, in order.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1; got {batch_size!r}.")
+    candidates = [call.record() for call in calls]
+    first: dict[str, TaskRecord] = {}
+    for candidate in candidates:
+        first.setdefault(candidate.key, candidate)
+    keys = list(first)
+    records: dict[str, TaskRecord] = {}
+    with transaction.atomic():
+        for start in range(0, len(keys), batch_size):
+            batch = keys[start : start + batch_size]
+            TaskRecord.objects.bulk_create([first[k] for k in batch], ignore_conflicts=True)
+            records.update((r.key, r) for r in TaskRecord.objects.filter(key__in=batch))
+        for call, candidate in zip(calls, candidates, strict=True):
+            if records[candidate.key].pk != candidate.pk:
+                call.discard()  # an equal call has the row
+        fresh = [r for k, r in records.items() if r.pk == first[k].pk or unflag_unpublished(r)]
+        if fresh:
+            transaction.on_commit(partial(publish_all, fresh))
+    return [TaskResult.from_record(records[candidate.key]) for candidate in candidates]
+
+
+def unflag_unpublished(record: TaskRecord) -> bool:
+    """Clear the publish-failed flag of ``record`` if it still has it; return whether this call did."""
+    if record.status != Status.PENDING or record.error_type != PUBLISH_FAILED:
+        return False
+    return bool(
+        TaskRecord.objects.filter(pk=record.pk, status=Status.PENDING, error_type=PUBLISH_FAILED).update(
+            error_type="", error_message=""
+        )
+    )
+
+
+def publish_all(records: Iterable[TaskRecord]) -> int:
+    """Publish the calls of ``records`` over one broker connection; return how many the broker took."""
+    from celery import current_app
+
+    with current_app.producer_or_acquire() as producer:
+        return sum(publish_or_flag(record, producer=producer) for record in records)
+
+
+def publish_or_flag(record: TaskRecord, *, producer: Any = None) -> bool:
+    """Publish the call of ``record``; if the broker cannot be reached, flag the row and return ``False``.
+
+    Runs once the row is committed, so the call is not lost when the broker is down: the pending row
+    keeps ``error_type = PUBLISH_FAILED`` until beat's reaper, or another ``enqueue`` of the same key,
+    publishes it. Not raising also lets the other calls committed in the same transaction publish.
+    """
+    try:
+        publish(record, producer=producer)
+    except BrokerUnavailableError as exc:
+        logger.error(PUBLISH_FAILED_LOG, record.key, exc)
+        message = f"The broker did not take the message: {exc}"[:ERROR_MESSAGE_LIMIT]
+        TaskRecord.objects.filter(pk=record.pk, status=Status.PENDING).update(
+            error_type=PUBLISH_FAILED, error_message=message
+        )
+        return False
+    return True
+
+
+def publish(record: TaskRecord, *, producer: Any = None) -> None:
+    """Send the task call of ``record`` to its queue, under the row's key (over ``producer`` if given)."""
+    from celery import current_app
+
+    current_app.send_task(
+        record.task_name,
+        args=record.args,
+        kwargs=record.kwargs,
+        task_id=record.task_id or str(record.pk),
+        queue=record.queue,
+        headers={KEY_HEADER: record.key},
+        producer=producer,
+    )

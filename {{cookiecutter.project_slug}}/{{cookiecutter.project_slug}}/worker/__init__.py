@@ -1,0 +1,1 @@
+"""Worker runtime: the Celery app and its wiring from the pool registry, liveness, process files."""

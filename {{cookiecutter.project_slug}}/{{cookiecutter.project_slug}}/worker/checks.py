@@ -1,0 +1,187 @@
+"""System checks: the delivery and shutdown numbers agree with one another (``manage.py check``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from django.core.checks import CheckMessage, Error, Warning, register
+
+from {{ cookiecutter.project_slug }} import pools
+from {{ cookiecutter.project_slug }}.worker.queues import pools_in_force
+
+#: The grace period Docker Compose gives a service without ``stop_grace_period``.
+COMPOSE_DEFAULT_GRACE = 10
+#: The grace period Kubernetes gives a pod without ``terminationGracePeriodSeconds``.
+KUBERNETES_DEFAULT_GRACE = 30
+#: The settings the rest of the delivery design relies on, and the value each must have.
+REQUIRED_SETTINGS = {
+    "CELERY_TASK_ACKS_LATE": True,
+    "CELERY_TASK_REJECT_ON_WORKER_LOST": True,
+    "CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS": True,
+}
+HINT = f"Edit the pool registry ({pools.__name__}) and run `make procfiles`; do not type these numbers by hand."
+
+
+def _is_redis(url: str) -> bool:
+    return url.startswith(("redis://", "rediss://"))
+
+
+def timing_errors(
+    registry: Iterable[pools.Pool],
+    *,
+    broker_url: str,
+    broker_options: Mapping[str, Any],
+    result_backend: str,
+    backend_options: Mapping[str, Any],
+    soft_shutdown: float,
+    grace_periods: Mapping[str, Mapping[str, float]],
+) -> list[CheckMessage]:
+    """Return an error for every pair of numbers in the wrong order.
+
+    Per pool: visibility timeout > lease > hard time limit > soft time limit. Every orchestrator grace
+    period (``grace_periods``: file name -> pool name -> seconds) > soft shutdown timeout. The broker's and
+    the result backend's visibility timeouts are equal when both are Redis.
+    """
+    errors: list[CheckMessage] = []
+    registry = tuple(registry)
+    visibility = broker_options.get("visibility_timeout") if _is_redis(broker_url) else None
+    for pool in registry:
+        if not pool.soft_time_limit < pool.time_limit:
+            errors.append(
+                Error(
+                    f"Pool {pool.name!r}: soft time limit ({pool.soft_time_limit}s) must be below the hard time "
+                    f"limit ({pool.time_limit}s), or the task is killed before it can clean up.",
+                    hint=HINT,
+                    id="delivery.E001",
+                )
+            )
+        if not pool.time_limit < pool.lease_seconds:
+            errors.append(
+                Error(
+                    f"Pool {pool.name!r}: lease ({pool.lease_seconds}s) must be above the hard time limit "
+                    f"({pool.time_limit}s), or a second delivery may claim a task that is still running.",
+                    hint=HINT,
+                    id="delivery.E002",
+                )
+            )
+        if visibility is not None and not pool.lease_seconds < visibility:
+            errors.append(
+                Error(
+                    f"Pool {pool.name!r}: Redis visibility timeout ({visibility}s) must be above the lease "
+                    f"({pool.lease_seconds}s), or Redis redelivers a task while it is still running.",
+                    hint=f"Let {pools.__name__}.broker_transport_options() set CELERY_BROKER_TRANSPORT_OPTIONS.",
+                    id="delivery.E003",
+                )
+            )
+    if _is_redis(broker_url) and _is_redis(result_backend):
+        backend_visibility = backend_options.get("visibility_timeout")
+        if backend_visibility != visibility:
+            errors.append(
+                Error(
+                    f"The result backend's visibility timeout ({backend_visibility}) differs from the broker's "
+                    f"({visibility}); both must be the same value.",
+                    hint=f"Let {pools.__name__}.celery_settings() set both transport options.",
+                    id="delivery.E004",
+                )
+            )
+    if not soft_shutdown > 0:
+        errors.append(
+            Error(
+                f"CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT is {soft_shutdown}: without a soft shutdown a stopping "
+                "worker cancels running tasks at once instead of letting short ones finish.",
+                hint=HINT,
+                id="delivery.E005",
+            )
+        )
+    for source, periods in grace_periods.items():
+        for pool_name, grace in periods.items():
+            if not grace > soft_shutdown:
+                errors.append(
+                    Error(
+                        f"{source}: the grace period of the {pool_name!r} worker ({grace}s) must be above the "
+                        f"soft shutdown timeout ({soft_shutdown}s), or the worker is killed before it requeues "
+                        "its running tasks (they then wait for the visibility timeout).",
+                        hint=HINT,
+                        id="delivery.E006",
+                    )
+                )
+    return errors
+
+
+def _seconds(value: Any) -> float:
+    """Return a compose duration (``30s``, ``1m30s``, ``45``) in seconds."""
+    if isinstance(value, int | float):
+        return float(value)
+    text, total, number = str(value).strip(), 0.0, ""
+    units = {"h": 3600, "m": 60, "s": 1}
+    for char in text:
+        if char.isdigit() or char == ".":
+            number += char
+        elif char in units and number:
+            total, number = total + float(number) * units[char], ""
+        else:
+            raise ValueError(f"Cannot read the duration {text!r}; write it like 30s or 1m30s.")
+    return total + (float(number) if number else 0.0)
+
+
+def grace_periods_on_disk(project_dir: Path, registry: Iterable[pools.Pool]) -> dict[str, dict[str, float]]:
+    """Return the worker grace periods written in compose.yaml and k8s/worker-*.yaml under ``project_dir``."""
+    try:
+        import yaml
+    except ImportError:  # pragma: no cover - PyYAML comes with uvicorn[standard]
+        return {}
+    found: dict[str, dict[str, float]] = {}
+    compose = project_dir / "compose.yaml"
+    if compose.exists():
+        services = (yaml.safe_load(compose.read_text()) or {}).get("services") or {}
+        found["compose.yaml"] = {
+            pool.name: _seconds(services[f"worker-{pool.name}"].get("stop_grace_period", COMPOSE_DEFAULT_GRACE))
+            for pool in registry
+            if f"worker-{pool.name}" in services
+        }
+    for pool in registry:
+        manifest = project_dir / "k8s" / f"worker-{pool.name}.yaml"
+        if not manifest.exists():
+            continue
+        for document in yaml.safe_load_all(manifest.read_text()):
+            if (document or {}).get("kind") != "Deployment":
+                continue
+            spec = document["spec"]["template"]["spec"]
+            grace = spec.get("terminationGracePeriodSeconds", KUBERNETES_DEFAULT_GRACE)
+            found.setdefault(f"k8s/worker-{pool.name}.yaml", {})[pool.name] = float(grace)
+    return found
+
+
+@register("delivery")
+def check_delivery_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """Check that time limits, leases, visibility timeouts and grace periods are in the right order."""
+    from django.conf import settings
+
+    registry = pools_in_force()
+    messages: list[CheckMessage] = []
+    for name, wanted in REQUIRED_SETTINGS.items():
+        if getattr(settings, name, None) != wanted:
+            messages.append(
+                Warning(
+                    f"{name} is {getattr(settings, name, None)!r}, not {wanted!r}: tasks can be lost when a worker "
+                    "stops or dies (README.md, 'What happens when you deploy').",
+                    id="delivery.W001",
+                )
+            )
+    try:
+        grace_periods = grace_periods_on_disk(Path(settings.BASE_DIR), registry)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        messages.append(Error(f"Cannot read the workers' grace periods: {exc}", hint=HINT, id="delivery.E007"))
+        grace_periods = {}
+    messages += timing_errors(
+        registry,
+        broker_url=settings.CELERY_BROKER_URL,
+        broker_options=getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", {}) or {},
+        result_backend=getattr(settings, "CELERY_RESULT_BACKEND", "") or "",
+        backend_options=getattr(settings, "CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS", {}) or {},
+        soft_shutdown=float(getattr(settings, "CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT", 0) or 0),
+        grace_periods=grace_periods,
+    )
+    return messages

@@ -1,0 +1,84 @@
+"""Celery and kombu wiring derived from the pool registry: queues, routes, transport options, pools in force."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from celery.app.routes import Router
+from celery.exceptions import QueueNotFound
+from kombu import Exchange, Queue
+
+from {{ cookiecutter.project_slug }} import pools
+
+__all__ = [
+    "RegistryRouter",
+    "broker_transport_options",
+    "by_queue",
+    "kombu_queues",
+    "pools_in_force",
+    "route_task",
+]
+
+
+def pools_in_force() -> tuple[pools.Pool, ...]:
+    """Return the pools in force: ``settings.WORKER_POOLS`` (the test settings shorten the limits)."""
+    from django.conf import settings
+
+    return tuple(getattr(settings, "WORKER_POOLS", pools.POOLS))
+
+
+def by_queue(queue: str) -> pools.Pool:
+    """Return the pool in force that consumes ``queue``, or raise :class:`pools.UnknownQueueError`."""
+    return pools.by_queue(queue, pools_in_force())
+
+
+def kombu_queues(registry: Iterable[pools.Pool] = pools.POOLS) -> tuple[Queue, ...]:
+    """Return the kombu queue declarations (``task_queues``) of ``registry``."""
+    return tuple(Queue(p.queue, Exchange(p.queue, type="direct"), routing_key=p.queue) for p in registry)
+
+
+def route_task(name: str, args: Any, kwargs: Any, options: Any, task: Any = None, **_: Any) -> dict[str, str] | None:
+    """Route a task to the queue of the ``worker_pool`` it was declared with (``task_routes``).
+
+    Declare the pool with the task: ``@shared_task(worker_pool=pools.IMAGES)``. ``send_task`` by name
+    is routed the same way, through the registered task.
+    """
+    if task is None:
+        from celery import current_app
+
+        task = current_app.tasks.get(name)
+    pool = getattr(task, "worker_pool", None)
+    return {"queue": pool.queue} if isinstance(pool, pools.Pool) else None
+
+
+class RegistryRouter(Router):
+    """Route like Celery, but refuse a queue outside the registry with :class:`pools.UnknownQueueError`."""
+
+    def expand_destination(self, route: Any) -> Any:
+        queue = route if isinstance(route, str) else route.get("queue")
+        try:
+            return super().expand_destination(route)
+        except QueueNotFound:
+            raise pools.UnknownQueueError(str(queue), list(self.queues)) from None
+
+
+def broker_transport_options(
+    broker_url: str, run_dir: Path, registry: Iterable[pools.Pool] = pools.POOLS
+) -> dict[str, Any]:
+    """Return ``broker_transport_options`` for ``broker_url`` (Redis or the local filesystem)."""
+    if broker_url.startswith("filesystem"):
+        folder = str(run_dir / "broker" / "messages")
+        control = str(run_dir / "broker" / "control")
+        return {"data_folder_in": folder, "data_folder_out": folder, "control_folder": control}
+    if broker_url.startswith(("redis", "rediss")):
+        registry = tuple(registry)
+        # kombu looks for overdue messages every interval x throttle seconds (100 s by default): scan on every
+        # tick, and tick often enough that a message of a SIGKILLed worker returns soon after the timeout.
+        return {
+            "visibility_timeout": pools.visibility_timeout(registry),
+            "unacked_restore_interval": pools.restore_interval(registry),
+            "unacked_restore_throttle": 1,
+        }
+    return {}
