@@ -112,9 +112,10 @@ def percentile(values: Sequence[float], pct: float) -> float:
 
 def machine() -> dict[str, Any]:
     """Describe the machine and versions the figures were measured on."""
+    import importlib.metadata
+
     import celery
     import django
-    import kombu
 
     redis_version = subprocess.run(["redis-server", "--version"], capture_output=True, text=True, check=False).stdout
     return {
@@ -123,6 +124,7 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "django": django.__version__,
         "celery": celery.__version__,
-        "kombu": kombu.__version__,
+        # kombu-stubs declares no __version__; the installed distribution's version is the same string.
+        "kombu": importlib.metadata.version("kombu"),
         "redis": redis_version.split()[2].removeprefix("v=") if redis_version else "?",
     }

@@ -6,12 +6,16 @@ import asyncio
 import sys
 import time
 import uuid
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from support.servers import PACKAGE, Process, free_port, port_open, wait_until
 
 from .harness import Stack, percentile
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 OWNER = "bench-sse-worker"
 
@@ -23,8 +27,8 @@ def _rss_kib(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
-def _session_cookie() -> str:
-    """Return a session cookie of a fresh user, made the way Django's login() makes one."""
+def _session_cookie() -> tuple[str, User]:
+    """Return a session cookie of a fresh user, made the way Django's login() makes one, and the user."""
     from django.conf import settings
     from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
     from django.contrib.sessions.backends.db import SessionStore
@@ -35,18 +39,16 @@ def _session_cookie() -> str:
     session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
     session[HASH_SESSION_KEY] = user.get_session_auth_hash()
     session.save()
-    _session_cookie.user = user  # type: ignore[attr-defined]
-    return f"{settings.SESSION_COOKIE_NAME}={session.session_key}"
+    return f"{settings.SESSION_COOKIE_NAME}={session.session_key}", user
 
 
-def _make_jobs(count: int) -> list[tuple[str, str]]:
-    """Create ``count`` running jobs of the bench user; return (job id, status-row key) pairs."""
+def _make_jobs(count: int, user: User) -> list[tuple[str, str]]:
+    """Create ``count`` running jobs of ``user``; return (job id, status-row key) pairs."""
     from django.utils import timezone
 
     from {{ cookiecutter.project_slug }}.idempotency.models import Status, TaskRecord
     from {{ cookiecutter.project_slug }}.jobs.models import Job
 
-    user = _session_cookie.user  # type: ignore[attr-defined]
     pairs = []
     for i in range(count):
         key = f"bench-sse-{uuid.uuid4().hex}"
@@ -58,7 +60,7 @@ def _make_jobs(count: int) -> list[tuple[str, str]]:
             payload_hash="0" * 64,
             owner=OWNER,
             started_at=timezone.now(),
-            lease_expires_at=timezone.now() + timezone.timedelta(hours=1),
+            lease_expires_at=timezone.now() + timedelta(hours=1),
         )
         job = Job.objects.create(owner=user, kind="report", filename=f"bench-{i}.csv", task_key=key)
         pairs.append((str(job.id), key))
@@ -159,8 +161,8 @@ def sse(stack: Stack, count: int, samples: int = 200, batch: int = 20) -> dict[s
     """Open ``count`` SSE streams on one uvicorn process and measure memory and event delay."""
     from django.conf import settings
 
-    cookie = _session_cookie()
-    jobs = _make_jobs(count)
+    cookie, user = _session_cookie()
+    jobs = _make_jobs(count, user)
     port = free_port()
     argv = [sys.executable, "-m", "uvicorn", f"{PACKAGE}.config.asgi:application", "--host", "127.0.0.1"]
     argv += ["--port", str(port), "--no-access-log", "--log-level", "warning", "--backlog", "4096"]

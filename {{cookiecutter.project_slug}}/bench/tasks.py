@@ -7,10 +7,11 @@ import time
 from typing import Any
 
 import redis
-from celery import Task, shared_task
+from celery import Task
 from django.conf import settings
 
 from {{ cookiecutter.project_slug }}.claimcheck.base import ClaimCheckTask
+from {{ cookiecutter.project_slug }}.core.celery_internals import shared_task
 from {{ cookiecutter.project_slug }}.idempotency.base import IdempotentTask
 from {{ cookiecutter.project_slug }}.pools import DEFAULT, EMAILS
 

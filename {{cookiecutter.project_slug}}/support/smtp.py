@@ -67,6 +67,7 @@ class SMTPRecorder:
     def url(self) -> str:
         """Return the server's address as an smtp:// URL."""
         host, port = self._server.server_address[:2]
+        assert isinstance(host, str)  # bound to an IPv4 address given as text
         return f"smtp://{host}:{port}"
 
     def __enter__(self) -> SMTPRecorder:

@@ -15,6 +15,7 @@ import pytest
 import redis
 from django.db import connection
 
+from {{ cookiecutter.project_slug }}.core.celery_internals import forget_connections
 from {{ cookiecutter.project_slug }}.worker import heartbeat
 from {{ cookiecutter.project_slug }}.worker.app import app as celery_app
 from {{ cookiecutter.project_slug }}.worker.queues import broker_transport_options
@@ -107,21 +108,20 @@ def broker(redis_url: str) -> Iterator[str]:
     from django.conf import settings
 
     previous = (celery_app.conf.broker_url, celery_app.conf.result_backend)
-    celery_app.conf.broker_url = celery_app.conf.result_backend = redis_url
+    # Item assignment is what attribute assignment does on Celery's settings, which celery-types makes read-only.
+    celery_app.conf["broker_url"] = celery_app.conf["result_backend"] = redis_url
     celery_app.conf.broker_transport_options = broker_transport_options(
         redis_url, settings.RUN_DIR, settings.WORKER_POOLS
     )
     _forget_connections()
     yield redis_url
-    celery_app.conf.broker_url, celery_app.conf.result_backend = previous
+    celery_app.conf["broker_url"], celery_app.conf["result_backend"] = previous
     _forget_connections()
 
 
 def _forget_connections() -> None:
     """Drop the app's cached connection pools and result backend so the next use reads the new URLs."""
-    celery_app._pool = None
-    celery_app.amqp._producer_pool = None
-    vars(celery_app._local).pop("backend", None)
+    forget_connections(celery_app)
 
 
 @pytest.fixture
@@ -138,10 +138,10 @@ def broker_relay(clean_broker: str) -> Iterator[TcpProxy]:
     assert port is not None
     relay = TcpProxy(port)
     previous = celery_app.conf.broker_url
-    celery_app.conf.broker_url = clean_broker.replace(f":{port}/", f":{relay.port}/")
+    celery_app.conf["broker_url"] = clean_broker.replace(f":{port}/", f":{relay.port}/")
     _forget_connections()
     yield relay
-    celery_app.conf.broker_url = previous
+    celery_app.conf["broker_url"] = previous
     _forget_connections()
     relay.close()
 

@@ -6,7 +6,7 @@ import json
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import boto3
 import pytest
@@ -95,7 +95,8 @@ def claimcheck_backend(request: pytest.FixtureRequest, settings: Any, tmp_path: 
 
 def queued_messages(broker_url: str, queue: str) -> list[bytes]:
     """Return the raw messages waiting in a Redis queue, exactly as the broker holds them."""
-    return list(redis.Redis.from_url(broker_url).lrange(queue, 0, -1))
+    # The client does not decode responses, so every message is bytes (redis-py types either setting's reply).
+    return cast("list[bytes]", redis.Redis.from_url(broker_url).lrange(queue, 0, -1))
 
 
 def message_reference(raw: bytes) -> Reference | None:

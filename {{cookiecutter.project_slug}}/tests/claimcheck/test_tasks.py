@@ -10,6 +10,7 @@ import time
 import pytest
 import redis
 from celery import states
+from celery.result import AsyncResult
 
 from {{ cookiecutter.project_slug }}.claimcheck import blobs, wait_for_result
 from {{ cookiecutter.project_slug }}.claimcheck.exceptions import MessageTooLargeError
@@ -65,6 +66,7 @@ def test_large_result_round_trip(claimcheck_backend, start_worker, clean_broker)
     raw = result.get(timeout=120)
     assert is_envelope(raw)  # what the result backend holds is a reference, not 3 MB
     stored = redis.Redis.from_url(clean_broker).get(f"celery-task-meta-{result.id}")
+    assert stored is not None
     assert len(stored) < 4096
     assert wait_for_result(result, timeout=5) == {"text": tasks.pattern(3 * MB, "result"), "seed": "result"}
 
@@ -78,6 +80,7 @@ def test_large_result_round_trip(claimcheck_backend, start_worker, clean_broker)
 def test_missing_blob_fails_for_good_without_running_or_retrying(claimcheck_backend, start_worker, clean_broker):
     result = tasks.counted_digest.delay(tasks.pattern(MB, "gone"))
     reference = message_reference(queued_messages(clean_broker, "default")[0])
+    assert reference is not None
     blobs.delete(reference)
 
     worker = start_worker("default", env=claimcheck_backend.env)
@@ -99,7 +102,9 @@ def test_message_cap_refuses_oversized_body_naming_size_and_cap(claimcheck_backe
         celery_app.send_task(tasks.digest.name, args=["x" * (2 * MB)])
     message = str(excinfo.value)
     assert f"over the broker cap of {settings.CLAIMCHECK_MESSAGE_MAX_BYTES} bytes" in message
-    size = int(re.search(r"message body is (\d+) bytes", message).group(1))
+    found = re.search(r"message body is (\d+) bytes", message)
+    assert found is not None
+    size = int(found.group(1))
     assert 2 * MB < size < 2 * MB + 200  # the argument plus the small envelope around it
     assert tasks.digest.name in message
 
@@ -136,6 +141,7 @@ def test_redelivery_after_success_does_not_turn_it_into_a_failure(claimcheck_bac
     data = tasks.pattern(MB, "again")
     result = tasks.digest.delay(data)
     reference = message_reference(queued_messages(clean_broker, "default")[0])
+    assert reference is not None
     worker = start_worker("default", env=claimcheck_backend.env)
     expected = {"length": MB, "sha256": hashlib.sha256(data.encode()).hexdigest(), "label": ""}
     assert result.get(timeout=60) == expected
@@ -158,4 +164,5 @@ def test_chained_task_receives_an_offloaded_result_resolved(claimcheck_backend, 
         "sha256": hashlib.sha256(text.encode()).hexdigest(),
         "seed": "chain",
     }
+    assert isinstance(result.parent, AsyncResult)
     assert is_envelope(result.parent.get(timeout=5))  # the 3 MB travelled between the tasks as a reference

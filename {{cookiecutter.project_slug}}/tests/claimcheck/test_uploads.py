@@ -18,6 +18,9 @@ from {{ cookiecutter.project_slug }}.claimcheck.exceptions import UploadRejected
 
 KB = 1024
 
+#: Multipart form fields as urllib3 posts them: plain values, and the file as (filename, data, content type).
+FormFields = dict[str, str | tuple[str, bytes, str]]
+
 
 @pytest.fixture
 def base_url(claimcheck_backend, request):
@@ -31,7 +34,7 @@ def post_form(
     form: uploads.UploadForm, base: str, data: bytes, content_type: str = "text/csv"
 ) -> urllib3.BaseHTTPResponse:
     """POST the form's fields and then the file, as multipart/form-data, the way a browser does."""
-    fields: dict[str, object] = dict(form.fields)
+    fields: FormFields = dict(form.fields)
     fields["file"] = ("rows.csv", data, content_type)
     return urllib3.request("POST", base + form.url, fields=fields, timeout=30, retries=False)
 
@@ -129,7 +132,7 @@ def test_local_upload_view_refuses_what_the_policy_does_not_allow(claimcheck_bac
     good = dict(form.fields)
 
     def post(url: str, fields: dict[str, str]) -> urllib3.BaseHTTPResponse:
-        body: dict[str, object] = {**fields, "file": ("x.csv", b"a,b\n", "text/csv")}
+        body: FormFields = {**fields, "file": ("x.csv", b"a,b\n", "text/csv")}
         return urllib3.request("POST", live_server.url + url, fields=body, timeout=30, retries=False)
 
     tampered = form.url[:-3] + "abc"

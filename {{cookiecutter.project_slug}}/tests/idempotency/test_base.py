@@ -45,7 +45,8 @@ def queued(broker_url: str, queue: str = "default") -> list[dict[str, Any]]:
 
 def claim_args(key: str, owner: str, **overrides: Any) -> dict[str, Any]:
     """Return the keyword arguments of a claim on the ``make_effect`` row ``key`` by ``owner``."""
-    args, kwargs = [key], {}
+    args: list[Any] = [key]
+    kwargs: dict[str, Any] = {}
     values = {
         "key": key,
         "task_name": tasks.make_effect.name,
@@ -193,7 +194,8 @@ def test_enqueue_publishes_after_commit_and_once_per_key(transactional_db, clean
 
 def test_enqueue_many_writes_in_batches_and_publishes_each_new_call_once(transactional_db, clean_broker):
     before = tasks.make_effect.enqueue("many-0")  # an earlier call: its row is reused, not published again
-    calls = [((f"many-{i}",), {}) for i in range(7)] + [(("many-3",), {})]  # one call twice in the batch
+    calls: list[tuple[tuple[str], dict[str, Any]]] = [((f"many-{i}",), {}) for i in range(7)]
+    calls.append((("many-3",), {}))  # one call twice in the batch
     with transaction.atomic():
         handles = tasks.make_effect.enqueue_many(calls, batch_size=3)
         assert len(queued(clean_broker)) == 1  # only the earlier call's: the batch publishes on commit
@@ -213,8 +215,9 @@ def test_enqueue_many_refuses_the_whole_batch_on_one_bad_call(transactional_db, 
         tasks.make_effect.enqueue_many(calls)
     with pytest.raises(TypeError):
         tasks.make_effect.enqueue_many([(("a", "b", "c", "d"), {})])
+    loose: list[Any] = [(("fine",), {}), "loose"]  # not a pair, on purpose
     with pytest.raises(TypeError, match=r"\(args, kwargs\) pairs; call 1 is 'loose'"):
-        tasks.make_effect.enqueue_many([(("fine",), {}), "loose"])
+        tasks.make_effect.enqueue_many(loose)
     with pytest.raises(ValueError, match="batch_size must be at least 1; got 0"):
         tasks.make_effect.enqueue_many([(("fine",), {})], batch_size=0)
     assert not TaskRecord.objects.exists()
@@ -348,6 +351,7 @@ def test_an_expired_lease_is_reclaimed_and_the_attempt_counted(db):
     assert claims.claim(**claim_args("expired", "heir")).outcome is Outcome.CLAIMED
     row = TaskRecord.objects.get(key="expired")
     assert (row.owner, row.attempts, row.status) == ("heir", 2, Status.RUNNING)
+    assert row.lease_expires_at is not None
     assert row.lease_expires_at > timezone.now() + timedelta(seconds=50)
 
 
@@ -396,6 +400,7 @@ def test_a_failed_attempt_releases_the_row_until_the_cap(db):
         assert row.error_type == "ValueError"
         assert f"no {attempt}" in row.error_message
         assert row.status == (Status.FAILED if attempt == 3 else Status.PENDING)
+    assert row is not None
     assert row.finished_at is not None
     assert claims.claim(**claim_args("flaky", "try-4")).outcome is Outcome.FAILED
 
@@ -407,6 +412,8 @@ def test_progress_extends_the_lease(db):
     assert claims.report_progress(key="long", owner="worker", fraction=0.25, message="a quarter", lease_seconds=600)
     row = TaskRecord.objects.get(key="long")
     assert (row.progress, row.progress_message) == (0.25, "a quarter")
+    assert before is not None
+    assert row.lease_expires_at is not None
     assert row.lease_expires_at > before + timedelta(seconds=500)
 
 

@@ -125,7 +125,9 @@ def test_calls_enqueued_while_the_broker_is_down_are_kept_and_published_later(br
     start_ready(start_worker, "after-outage")
     # The caller repeats one call: the same row, published now, not a second one.
     tasks.make_effect.using(key="broker-down-a").enqueue("broker-down-a")
-    assert row("broker-down-a").error_type == ""
+    published = row("broker-down-a")
+    assert published is not None
+    assert published.error_type == ""
     # Beat's reaper publishes the other, and only that one.
     assert maintenance.reap_expired_leases().republished == ("broker-down-b",)
     for key in ("broker-down-a", "broker-down-b"):
@@ -174,6 +176,7 @@ def test_sigkilled_worker_task_runs_again_after_the_lease_with_one_effect(start_
     assert claimed is not None
     assert (claimed.status, claimed.attempts) == (Status.RUNNING, 1)
     assert claimed.lease_expires_at is not None
+    assert claimed.started_at is not None
     lease_left = (claimed.lease_expires_at - claimed.started_at).total_seconds()
     assert lease_left == pytest.approx(tasks.make_effect.get_lease_seconds(), abs=1)
 
@@ -200,7 +203,9 @@ def test_sigkilled_worker_task_runs_again_after_the_lease_with_one_effect(start_
             time.sleep(0.2)
         assert tasks.count("runs:survivor") == 2
         assert Effect.objects.filter(key="survivor").count() == 1
-        assert row("survivor").attempts == 2
+        survivor = row("survivor")
+        assert survivor is not None
+        assert survivor.attempts == 2
 
 
 def test_failing_task_counts_attempts_backs_off_and_fails_for_good(start_worker):
@@ -210,7 +215,7 @@ def test_failing_task_counts_attempts_backs_off_and_fails_for_good(start_worker)
 
     assert done.attempts == tasks.always_fails.max_attempts == 3
     assert tasks.count("runs:boom") == 3
-    assert done.error_type == "tests.tasks_idempotency.TransientError"
+    assert done.error_type == "tests.tasks.idempotency.TransientError"
     assert "attempt 3 of boom failed" in done.error_message
     assert "raise TransientError" in done.error_traceback
     runs = [Effect.objects.get(key=f"boom:attempt-{n}").created for n in (1, 2, 3)]
@@ -226,7 +231,7 @@ def test_failing_task_counts_attempts_backs_off_and_fails_for_good(start_worker)
     failed = wait_for_status(permanent.key, Status.FAILED, 60)
     assert failed.attempts == 1
     assert tasks.count("runs:perm") == 1
-    assert failed.error_type == "tests.tasks_idempotency.BrokenInputError"
+    assert failed.error_type == "tests.tasks.idempotency.BrokenInputError"
 
 
 def test_same_key_different_arguments_at_the_worker_is_refused_without_running(start_worker):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import urllib.request
 import uuid
 from urllib.parse import urlsplit
@@ -226,3 +227,25 @@ def test_a_file_larger_than_declared_is_refused_and_starts_nothing(claimcheck_ba
     refused = "no object was uploaded" if claimcheck_backend.kind == "local" else "outside the accepted 1 to 100 bytes"
     assert refused in error["message"]
     assert not Job.objects.exists()
+
+
+def test_the_page_offers_the_registered_kinds(client_alice, test_kinds):
+    page = client_alice.get("/").content.decode()
+    for kind in test_kinds:
+        assert kind.label in page
+    accept = re.search(r'<input type="file" id="file" name="file" accept="([^"]*)"', page)
+    assert accept is not None, page
+    for kind in test_kinds:
+        assert set(kind.content_types) | set(kind.extensions) <= set(accept.group(1).split(","))
+
+
+def test_with_no_kind_registered_the_page_says_so_and_the_api_refuses_naming_none(client_alice, monkeypatch):
+    from {{ cookiecutter.project_slug }}.jobs import kinds
+
+    monkeypatch.setattr(kinds, "_kinds", {})
+    page = client_alice.get("/").content.decode()
+    assert 'id="no-kinds"' in page
+    assert 'id="upload-form"' not in page
+    response = post_json(client_alice, "/api/uploads", UPLOAD)
+    assert response.status_code == 400
+    assert "accepted values: none (nothing is registered)" in error_of(response)["message"]

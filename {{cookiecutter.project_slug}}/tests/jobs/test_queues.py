@@ -43,10 +43,10 @@ def filesystem_broker(tmp_path: Path):
     options = broker_transport_options("filesystem://", tmp_path, pools_in_force())
     for key in ("data_folder_in", "control_folder"):
         Path(options[key]).mkdir(parents=True, exist_ok=True)
-    conf.broker_url, conf.broker_transport_options = "filesystem://", options
+    conf["broker_url"], conf["broker_transport_options"] = "filesystem://", options
     _forget_connections()
     yield Path(options["data_folder_in"])
-    conf.broker_url, conf.broker_transport_options = previous
+    conf["broker_url"], conf["broker_transport_options"] = previous
     _forget_connections()
 
 
@@ -63,13 +63,13 @@ def test_unreachable_broker_is_reported_not_shown_as_empty(settings):
     conf = celery_app.conf
     previous = (conf.broker_url, conf.broker_transport_options)
     # A loopback port nothing listens on; one attempt, no retries.
-    conf.broker_url = "redis://127.0.0.1:9/0"
-    conf.broker_transport_options = {"max_retries": 0}
+    conf["broker_url"] = "redis://127.0.0.1:9/0"
+    conf["broker_transport_options"] = {"max_retries": 0}
     _forget_connections()
     try:
         depths = queue_depths()
     finally:
-        conf.broker_url, conf.broker_transport_options = previous
+        conf["broker_url"], conf["broker_transport_options"] = previous
         _forget_connections()
     assert depths["error"]
     assert set(depths["queues"].values()) == {None}

@@ -5,9 +5,9 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from celery import shared_task
 from django.db.models import F
 
+from {{ cookiecutter.project_slug }}.core.celery_internals import shared_task
 from {{ cookiecutter.project_slug }}.idempotency.base import IdempotentTask
 from {{ cookiecutter.project_slug }}.pools import DEFAULT
 

@@ -6,9 +6,9 @@ import os
 import time
 from typing import Any
 
-from celery import shared_task
 from django.db.models import F
 
+from {{ cookiecutter.project_slug }}.core.celery_internals import shared_task
 from {{ cookiecutter.project_slug }}.core.errors import PermanentError
 from {{ cookiecutter.project_slug }}.idempotency.base import IdempotentTask
 from {{ cookiecutter.project_slug }}.pools import DEFAULT

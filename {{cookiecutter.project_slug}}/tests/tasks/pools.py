@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from celery import shared_task
 from django.core.mail import send_mail
 
+from {{ cookiecutter.project_slug }}.core.celery_internals import shared_task
 from {{ cookiecutter.project_slug }}.pools import DEFAULT, EMAILS, IMAGES, REPORTS
 
 

@@ -7,11 +7,11 @@ import signal
 import time
 from typing import Any
 
-from celery import shared_task
 from django.db import IntegrityError, transaction
 from django.db.models import F
 
 from {{ cookiecutter.project_slug }} import pools
+from {{ cookiecutter.project_slug }}.core.celery_internals import shared_task
 from {{ cookiecutter.project_slug }}.idempotency.base import IdempotentTask
 
 from tests.effects.models import Counter, Effect

@@ -21,7 +21,7 @@ from support.servers import PACKAGE, PROJECT_DIR
 REDIS = "redis://127.0.0.1:6379/0"
 
 
-def timing_ids(registry=pools.POOLS, **overrides) -> list[str]:
+def timing_ids(registry=pools.POOLS, **overrides) -> list[str | None]:
     """Return the ids of the errors ``timing_errors`` finds for the production numbers with ``overrides``."""
     registry = tuple(registry)
     options = broker_transport_options(REDIS, Path("/unused"), registry)

@@ -7,7 +7,7 @@ import json
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -38,7 +38,7 @@ def get(url: str, credentials: tuple[str, str] | None = None) -> tuple[int, dict
 
 
 @pytest.fixture
-def flower(worker_env: dict[str, str], tmp_path: Path) -> Callable[..., tuple[Process, int]]:
+def flower(worker_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., tuple[Process, int]]]:
     """Return a function that starts real Flower against the test broker and waits until it listens."""
     started: list[Process] = []
 

@@ -11,6 +11,7 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Literal
 
 import pytest
 import redis
@@ -188,7 +189,7 @@ def test_prefetched_messages_of_a_stopping_worker_are_requeued(start_worker, cle
 #: Tasks per pool in the rolling-restart test (at least 500 in all).
 LOAD = {"default": 200, "images": 100, "emails": 150, "reports": 60}
 #: What happens to a worker at each step of the rolling restart, in order.
-ROLLOUT = [
+ROLLOUT: list[tuple[str, signal.Signals | Literal["child"]]] = [
     ("default", signal.SIGTERM),
     ("emails", signal.SIGTERM),
     ("images", signal.SIGKILL),

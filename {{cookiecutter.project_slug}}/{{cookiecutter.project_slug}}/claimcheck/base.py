@@ -17,6 +17,8 @@ from django.db import transaction
 from kombu.serialization import dumps, loads
 from kombu.utils.json import dumps as json_dumps
 
+from {{ cookiecutter.project_slug }}.core.celery_internals import check_signature, wrap_signature_check
+
 from . import blobs
 from .exceptions import BlobMissingError, InvalidReferenceError
 from .references import Reference, from_envelope, is_envelope
@@ -163,9 +165,7 @@ class ClaimCheckTask(DjangoTask):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         # Celery checks the arguments against the task's signature in apply_async, after our offload.
-        header = cls.__dict__.get("__header__")
-        if isinstance(header, staticmethod):
-            cls.__header__ = staticmethod(_envelope_aware(header.__func__))
+        wrap_signature_check(cls, _envelope_aware)
 
     # ------------------------------------------------------------------
     # The hooks
@@ -194,7 +194,7 @@ class ClaimCheckTask(DjangoTask):
     def check_arguments(self, args: Any, kwargs: Any) -> None:
         """Raise ``TypeError`` if the arguments do not fit the task's signature (as ``apply_async`` would)."""
         if self.typing:
-            self.__header__(*(args or ()), **(kwargs or {}))
+            check_signature(self, args, kwargs)
 
     def apply_async(self, args: Any = None, kwargs: Any = None, *rest: Any, **options: Any) -> Any:
         """Enqueue the task, offloading a large argument set to the claim-check storage first."""
@@ -211,10 +211,10 @@ class ClaimCheckTask(DjangoTask):
         except BlobMissingError:
             # With acks_late, a worker that died after storing the success but before acking gets the
             # message again, and the success already deleted the blob: nothing is left to do.
-            if self.already_succeeded(self.request.id):
-                logger.info(
-                    "Task %s already succeeded and its argument blob is gone: not running it again", self.request.id
-                )
+            task_id = self.request.id
+            assert task_id is not None  # a call that crossed a broker carries its task id
+            if self.already_succeeded(task_id):
+                logger.info("Task %s already succeeded and its argument blob is gone: not running it again", task_id)
                 raise Ignore() from None
             raise
         return self.store_result(super().__call__(*args, **kwargs))

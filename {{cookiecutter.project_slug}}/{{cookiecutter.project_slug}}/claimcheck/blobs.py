@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any, TypeGuard, cast
 
 from django.conf import settings
 from django.core.files import File
@@ -22,6 +22,17 @@ from django.core.serializers.json import DjangoJSONEncoder
 
 from .exceptions import BlobCorruptError, BlobMissingError, ClaimCheckError
 from .references import KEY_RE, Reference, check_content_type, check_key, check_prefix, storage_alias
+
+if TYPE_CHECKING:
+
+    class S3Storage(Storage):
+        """What the project reads of django-storages' ``S3Storage``, which ships no type hints."""
+
+        bucket_name: str
+        location: str
+        #: The boto3 S3 resource; ``connection.meta.client`` is its client.
+        connection: Any
+
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +45,7 @@ def get_storage() -> Storage:
     return storages[storage_alias()]
 
 
-def is_s3(storage: Storage) -> bool:
+def is_s3(storage: Storage) -> TypeGuard[S3Storage]:
     """Return whether ``storage`` is django-storages' S3 backend (read and listed through boto3 directly)."""
     # Compared by name: importing boto3 costs seconds, and a local-disk project never needs it.
     return any(
@@ -80,6 +91,15 @@ class _HashingReader:
         """Leave closing to whoever opened the stream."""
 
 
+class _BlobContent(File):
+    """The file handed to the storage backend, with the content type that django-storages' S3 backend reads."""
+
+    def __init__(self, reader: _HashingReader, name: str, content_type: str) -> None:
+        # File only calls read(), seekable() and close() on the reader, which is all _HashingReader provides.
+        super().__init__(cast("IO[bytes]", reader), name=name)
+        self.content_type = content_type
+
+
 def store_stream(
     stream: IO[bytes], *, prefix: str = "blobs", content_type: str = "application/octet-stream"
 ) -> Reference:
@@ -88,9 +108,7 @@ def store_stream(
     storage = get_storage()
     key = new_key(prefix)
     reader = _HashingReader(stream)
-    content = File(reader, name=key)
-    content.content_type = content_type  # type: ignore[attr-defined]  # read by the S3 backend
-    saved = storage.save(key, content)
+    saved = storage.save(key, _BlobContent(reader, key, content_type))
     if saved != key:
         storage.delete(saved)
         raise ClaimCheckError(f"storage saved claim-check blob {key!r} as {saved!r}; keys must be kept exactly")
@@ -200,10 +218,10 @@ def _open_raw(key: str, missing: Callable[[], Exception], expected_size: int | N
     if is_s3(storage):
         from botocore.exceptions import ClientError
 
-        client = storage.connection.meta.client  # type: ignore[attr-defined]
+        client = storage.connection.meta.client
         try:
             # S3File would spool the whole object to a temporary file first; the raw body streams.
-            response = client.get_object(Bucket=storage.bucket_name, Key=object_key(storage, key))  # type: ignore[attr-defined]
+            response = client.get_object(Bucket=storage.bucket_name, Key=object_key(storage, key))
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
                 raise missing() from None
@@ -271,8 +289,8 @@ def iter_blobs(storage: Storage | None = None) -> Iterator[tuple[str, datetime]]
     if is_s3(storage):
         location = str(getattr(storage, "location", "") or "").strip("/")
         prefix = f"{location}/" if location else ""
-        client = storage.connection.meta.client  # type: ignore[attr-defined]
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=storage.bucket_name, Prefix=prefix):  # type: ignore[attr-defined]
+        client = storage.connection.meta.client
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=storage.bucket_name, Prefix=prefix):
             for entry in page.get("Contents", ()):
                 key = entry["Key"][len(prefix) :]
                 if KEY_RE.fullmatch(key):

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from celery import shared_task
-
+from {{ cookiecutter.project_slug }}.core.celery_internals import shared_task
 from {{ cookiecutter.project_slug }}.pools import DEFAULT
 
 

@@ -1,6 +1,7 @@
 """ASGI entry point: the web process, which also serves the long-lived SSE streams."""
 
 import os
+from typing import cast
 
 from django.core.asgi import get_asgi_application
 
@@ -22,5 +23,7 @@ if settings.SERVE_STATIC:
     # Serve the apps' static files (the jobs page's CSS and JS) from the ASGI process itself; turn
     # off with DJANGO_SERVE_STATIC=false when a proxy or CDN serves the collected files instead.
     from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
+    from django.core.handlers.asgi import ASGIHandler
 
-    application = ASGIStaticFilesHandler(application)
+    # The handler only calls the app it wraps, which need not be an ASGIHandler as django-stubs asks.
+    application = ASGIStaticFilesHandler(cast("ASGIHandler", application))

@@ -8,7 +8,7 @@ import io
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import Any, Protocol
 
 from django.conf import settings
 from django.core.mail import EmailMessage
@@ -33,10 +33,16 @@ def _no_progress(fraction: float, message: str) -> None:
     """Ignore progress."""
 
 
+class BinaryStream(Protocol):
+    """A binary stream read in chunks: an open file, or a claim-check blob (``claimcheck.open_blob``)."""
+
+    def read(self, size: int = -1, /) -> bytes | None: ...
+
+
 class _CountingReader(io.RawIOBase):
     """A read-only stream that counts the bytes read through it, for progress."""
 
-    def __init__(self, raw: IO[bytes]) -> None:
+    def __init__(self, raw: BinaryStream) -> None:
         self._raw = raw
         self.count = 0
 
@@ -45,6 +51,7 @@ class _CountingReader(io.RawIOBase):
 
     def readinto(self, buffer: Any) -> int:
         data = self._raw.read(len(buffer))
+        assert data is not None  # only a non-blocking stream has nothing to give yet
         n = len(data)
         buffer[:n] = data
         self.count += n
@@ -89,7 +96,7 @@ def _column(header: Iterable[str], wanted: str) -> int:
     return names.index(wanted)
 
 
-def summarize_customers(stream: IO[bytes], *, size: int, progress: Progress = _no_progress) -> CustomerSummary:
+def summarize_customers(stream: BinaryStream, *, size: int, progress: Progress = _no_progress) -> CustomerSummary:
     """Stream a CSV of customers (``email``, ``country``), drop repeated e-mails, count customers per country."""
     counting = _CountingReader(stream)
     text = io.TextIOWrapper(io.BufferedReader(counting, 1024 * 1024), encoding="utf-8-sig", newline="")

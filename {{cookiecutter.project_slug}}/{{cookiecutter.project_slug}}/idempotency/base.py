@@ -11,13 +11,13 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from celery import current_task
 from celery.exceptions import Ignore, Reject, Retry
 from celery.utils.log import get_task_logger
 from django.db import InterfaceError, OperationalError
 
 from {{ cookiecutter.project_slug }} import pools
 from {{ cookiecutter.project_slug }}.claimcheck.base import ClaimCheckTask, discard_arguments, payload_identity
+from {{ cookiecutter.project_slug }}.core.celery_internals import current_task_object, request_claim, set_request_claim
 from {{ cookiecutter.project_slug }}.core.errors import PermanentError
 from {{ cookiecutter.project_slug }}.worker.queues import pools_in_force
 
@@ -187,6 +187,8 @@ class IdempotentTask(ClaimCheckTask):
         given = getattr(request, KEY_HEADER, None)
         key = validate_key(given) if given is not None else derive_key(self.name, digest)
         owner = f"{request.hostname or 'worker'}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+        task_id = request.id
+        assert task_id is not None  # a call that crossed a broker carries its task id
         max_attempts = self.get_max_attempts()
         claim_call = partial(
             claims.claim,
@@ -197,7 +199,7 @@ class IdempotentTask(ClaimCheckTask):
             args=args,
             kwargs=kwargs,
             owner=owner,
-            task_id=request.id,
+            task_id=task_id,
             lease_seconds=self.get_lease_seconds(),
             max_attempts=max_attempts,
             expect_row=given is not None,
@@ -221,7 +223,7 @@ class IdempotentTask(ClaimCheckTask):
             raise self.retry(exc=exc, countdown=delay) from None
         if claim.outcome is not Outcome.CLAIMED:
             return self._not_claimed(claim, key, digest, max_attempts)
-        request.idempotency_claim = (key, owner)
+        set_request_claim(request, (key, owner))
         try:
             stored = super().__call__(*args, **kwargs)
             _check_result(self.name, stored)
@@ -252,7 +254,7 @@ class IdempotentTask(ClaimCheckTask):
                 claims.release(key=key, owner=owner)
             raise
         finally:
-            request.idempotency_claim = None
+            set_request_claim(request, None)
         if not claims.succeed(key=key, owner=owner, result=stored):
             logger.warning(LEASE_LOST, key)
             raise Ignore()
@@ -290,7 +292,7 @@ class IdempotentTask(ClaimCheckTask):
         """Record progress (0.0 to 1.0) and extend the lease; raise ``LeaseLostError`` if another delivery took over."""
         if not 0.0 <= fraction <= 1.0:
             raise ValueError(f"Progress must be between 0.0 and 1.0; got {fraction!r}.")
-        claim = getattr(self.request, "idempotency_claim", None)
+        claim = request_claim(self.request)
         if claim is None:
             return  # called directly, outside a worker: nothing to record
         key, owner = claim
@@ -323,7 +325,7 @@ def _pair(number: int, call: Any) -> tuple[Sequence[Any], Mapping[str, Any] | No
 
 def set_progress(fraction: float, message: str = "") -> None:
     """Record progress of the idempotent task running in this thread (no ``bind=True`` needed)."""
-    task = current_task._get_current_object() if current_task else None
+    task = current_task_object()
     if isinstance(task, IdempotentTask):
         task.set_progress(fraction, message)
 

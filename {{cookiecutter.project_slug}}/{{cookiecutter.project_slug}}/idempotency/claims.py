@@ -197,15 +197,17 @@ def _update_rows(
     using = router.db_for_write(TaskRecord)
     connection = connections[using]
     quote = connection.ops.quote_name
-    fields = TaskRecord._meta
-    columns = {f.name: quote(f.column) for f in fields.concrete_fields}
+    meta = TaskRecord._meta
+    fields = {f.name: f for f in meta.concrete_fields}
+    # Every concrete field has a column; the stubs allow None for fields that are not stored.
+    columns = {name: quote(f.column) for name, f in fields.items() if f.column is not None}
     assignments = [f"{columns[name]} = %s" for name in values]
     assignments += [f"{columns[name]} = {columns[name]} + 1" for name in increment]
     pairs = params.items() if isinstance(params, Mapping) else params
-    arguments = [fields.get_field(name).get_db_prep_save(value, connection) for name, value in values.items()]
-    arguments += [fields.get_field(name).get_db_prep_value(value, connection) for name, value in pairs]
+    arguments = [fields[name].get_db_prep_save(value, connection) for name, value in values.items()]
+    arguments += [fields[name].get_db_prep_value(value, connection) for name, value in pairs]
     # Only quoted column names are formatted in; every value is a parameter.
-    sql = f"UPDATE {quote(fields.db_table)} SET {', '.join(assignments)} WHERE {where.format(**columns)}"  # noqa: S608
+    sql = f"UPDATE {quote(meta.db_table)} SET {', '.join(assignments)} WHERE {where.format(**columns)}"  # noqa: S608
     with transaction.mark_for_rollback_on_error(using), connection.cursor() as cursor:
         cursor.execute(sql, arguments)
         return cursor.rowcount

@@ -47,7 +47,8 @@ def reap_expired_leases(*, now: datetime | None = None, limit: int = 500) -> Rea
             republished.append(record.key)
     for record in TaskRecord.objects.filter(expired).order_by("lease_expires_at")[:limit]:
         task = current_app.tasks.get(record.task_name)
-        max_attempts = task.get_max_attempts() if hasattr(task, "get_max_attempts") else 0
+        get_max_attempts = getattr(task, "get_max_attempts", None)
+        max_attempts = get_max_attempts() if get_max_attempts is not None else 0
         fence = TaskRecord.objects.filter(expired, pk=record.pk, owner=record.owner)
         if record.attempts >= max_attempts:
             error: Exception = AttemptsExhaustedError(record.key, record.attempts, max_attempts)
@@ -56,6 +57,7 @@ def reap_expired_leases(*, now: datetime | None = None, limit: int = 500) -> Rea
             if fence.update(status=Status.FAILED, lease_expires_at=None, finished_at=now, **error_fields(error)):
                 failed.append(record.key)
             continue
+        assert record.lease_expires_at is not None  # selected for having expired
         lost = f"Lease of {record.owner} expired at {record.lease_expires_at.isoformat()} without a result."
         with transaction.atomic():
             if fence.update(

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from celery import shared_task
 from django.conf import settings
 
+from {{ cookiecutter.project_slug }}.core.celery_internals import shared_task
 from {{ cookiecutter.project_slug }}.pools import DEFAULT
 
 from . import maintenance

@@ -16,11 +16,12 @@ def queue_depths() -> dict[str, Any]:
     depths: dict[str, int | None] = {}
     connection = app.connection_for_read(connect_timeout=2)
     transport = str(connection.transport_cls)
+    unreachable: tuple[type[BaseException], ...] = (OperationalError, *connection.connection_errors)
     try:
         with connection:
             for pool in pools_in_force():
                 depths[pool.queue] = _waiting(connection, pool.queue)
-    except (OperationalError, *connection.connection_errors) as exc:
+    except unreachable as exc:
         # The panel says the broker is unreachable rather than showing empty queues.
         return {"transport": transport, "queues": {p.queue: None for p in pools_in_force()}, "error": str(exc)}
     return {"transport": transport, "queues": depths, "error": None}

@@ -6,20 +6,20 @@ import os
 from functools import cached_property
 from typing import Any
 
-from celery import Celery, concurrency
-from celery.app.amqp import AMQP
+from celery import Celery
 from celery.app.routes import Router
 from celery.apps.worker import Worker
 from celery.utils.nodenames import default_nodename, host_format
 
 from {{ cookiecutter.project_slug }} import pools
 from {{ cookiecutter.project_slug }}.claimcheck.broker import capped_sender
+from {{ cookiecutter.project_slug }}.core.celery_internals import AMQP, register_pool
 from {{ cookiecutter.project_slug }}.core.rundirs import make_run_dirs
 from {{ cookiecutter.project_slug }}.worker.queues import RegistryRouter, pools_in_force
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "{{ cookiecutter.project_slug }}.config.settings.local")
 # `-P threads` gets a threads pool whose running tasks the soft shutdown can stop (threadpool.py).
-concurrency.ALIASES["threads"] = "{{ cookiecutter.project_slug }}.worker.threadpool:TaskPool"
+register_pool("threads", "{{ cookiecutter.project_slug }}.worker.threadpool:TaskPool")
 
 
 class RegistryAMQP(AMQP):
@@ -58,7 +58,7 @@ def pool_worker_options(conf: Any, hostname: str | None, options: dict[str, Any]
         return hostname, options
     pool = pools.by_queue(queues[0], registry)
     options = dict(options)
-    if hostname in (None, host_format(default_nodename(None))):
+    if hostname in (None, host_format(default_nodename(""))):
         hostname = f"{pool.name}@%h"
     # The CLI passes its default (prefork) when -P is not given: only another choice overrides the registry.
     chosen = options.get("pool") or options.get("pool_cls")

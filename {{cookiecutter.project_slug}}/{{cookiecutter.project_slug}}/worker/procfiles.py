@@ -9,14 +9,17 @@ from __future__ import annotations
 import shlex
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-try:  # run as a module of the package, or loaded by path from the bake hook (which has no Django or Celery)
+if TYPE_CHECKING:
     from {{ cookiecutter.project_slug }} import pools
-except ImportError:  # pragma: no cover - the post-generation hook puts the package folder on sys.path
-    import pools  # type: ignore[no-redef]
+else:
+    try:  # run as a module of the package, or loaded by path from the bake hook (which has no Django or Celery)
+        from {{ cookiecutter.project_slug }} import pools
+    except ImportError:  # pragma: no cover - the post-generation hook puts the package folder on sys.path
+        import pools
 
 PACKAGE = "{{ cookiecutter.project_slug }}"
 PROJECT_DIR = Path(__file__).resolve().parents[2]

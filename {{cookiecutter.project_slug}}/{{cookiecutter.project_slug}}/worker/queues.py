@@ -6,11 +6,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from celery.app.routes import Router
 from celery.exceptions import QueueNotFound
 from kombu import Exchange, Queue
 
 from {{ cookiecutter.project_slug }} import pools
+from {{ cookiecutter.project_slug }}.core.celery_internals import Router
 
 __all__ = [
     "RegistryRouter",

@@ -24,10 +24,10 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-from celery.concurrency import thread
 from celery.concurrency.base import BasePool, apply_target
 from celery.exceptions import WorkerTerminate
-from celery.worker import state as worker_state
+
+from {{ cookiecutter.project_slug }}.core.celery_internals import ApplyResult, ThreadTaskPool, cold_shutdown_started
 
 __all__ = ["TaskPool"]
 
@@ -63,7 +63,7 @@ class _Job:
         return done == 1
 
 
-class _Result(thread.ApplyResult):
+class _Result(ApplyResult):
     """The pending result of a task, which ``Request.cancel`` can terminate."""
 
     def __init__(self, future: Future[Any], job: _Job) -> None:
@@ -75,7 +75,7 @@ class _Result(thread.ApplyResult):
         self.job.interrupt()
 
 
-class TaskPool(thread.TaskPool):
+class TaskPool(ThreadTaskPool):
     """Celery's threads pool whose jobs can be terminated."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -91,13 +91,14 @@ class TaskPool(thread.TaskPool):
         callback: Callable[..., Any] | None = None,
         accept_callback: Callable[..., Any] | None = None,
         **_: Any,
-    ) -> _Result:
+    ) -> Any:
+        """Hand the task to a thread; return its :class:`_Result` (the stubs' ``BasePool.on_apply`` returns None)."""
         job = _Job(target)
         # Delivered when the mask is restored, after submit() released its lock (see the module docstring).
         # A thread submit() starts inherits the mask, so the main thread alone receives these signals.
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, SHUTDOWN_SIGNALS)
         try:
-            if worker_state.should_terminate:
+            if cold_shutdown_started():
                 # A message still delivered after the cold shutdown began: never run it, never acknowledge
                 # it, and the closing connection puts it back in the queue.
                 return _Result(Future(), job)
@@ -111,7 +112,7 @@ class TaskPool(thread.TaskPool):
 
     def on_stop(self) -> None:
         """Stop taking tasks; wait for running ones only in a warm shutdown (see the module docstring)."""
-        self.executor.shutdown(wait=not worker_state.should_terminate, cancel_futures=True)
+        self.executor.shutdown(wait=not cold_shutdown_started(), cancel_futures=True)
         BasePool.on_stop(self)
 
     def terminate_job(self, pid: int, signal: Any = None) -> None:

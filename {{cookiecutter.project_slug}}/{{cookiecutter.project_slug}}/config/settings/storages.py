@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from .environment import RUN_DIR, env
 
 # ------------------------------------------------------------------------------
@@ -37,7 +39,7 @@ else:
         "OPTIONS": {"location": RUN_DIR / "claimcheck"},
     }
     _default_storage = {"BACKEND": "django.core.files.storage.FileSystemStorage"}
-STORAGES = {
+STORAGES: dict[str, dict[str, Any]] = {
     "default": _default_storage,
     "claimcheck": _claimcheck_storage,
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
