@@ -16,8 +16,8 @@ uv:
 
 ## Bake every option combination, lint each, check the hooks, and run the default bake's `make test`.
 test: uv
-	uv run --locked ruff check tests hooks
-	uv run --locked ruff format --check tests hooks
+	uv run --locked ruff check tests hooks local_extensions.py
+	uv run --locked ruff format --check tests hooks local_extensions.py
 	uv run --locked pytest -v tests
 
 ## Bake the default project into $(DEMO_DIR) (reusing its .env and .venv) and run `make dev` there.
@@ -31,8 +31,8 @@ bench: uv
 	$(MAKE) -C "$(BENCH_DIR)/proj" bench BENCH_OUT="$(CURDIR)/bench/results.md"
 
 lint: uv
-	uv run --locked ruff check tests hooks
-	uv run --locked ruff format --check tests hooks
+	uv run --locked ruff check tests hooks local_extensions.py
+	uv run --locked ruff format --check tests hooks local_extensions.py
 
 ## Re-resolve the generated project's uv.lock after editing its pyproject.toml.
 relock:
