@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tomllib
+import warnings
 from pathlib import Path
 
 import pytest
@@ -99,3 +101,29 @@ def test_every_bad_value_is_named_at_once(tmp_path):
 )
 def test_the_derived_slug_is_an_identifier(name, slug, tmp_path):
     assert bake_into(tmp_path, project_name=name).name == slug
+
+
+def test_quotes_and_backslashes_bake_a_project_that_parses(tmp_path):
+    """description and author_name are escaped where they are rendered: pyproject.toml parses, every .py compiles."""
+    description = 'The "jobs" runner: C:\\temp\\new, \\n not a newline, it\'s {braces} & <tags> "'
+    author = 'Ann "The \\ Author" O\'Neil'
+    project = bake_into(
+        tmp_path,
+        project_name="Acme Jobs",
+        description=description,
+        author_name=author,
+        email="ann.o-neil+jobs@mail.example.co.uk",
+        domain_name="jobs.example.co.uk",
+        timezone="America/Argentina/Buenos_Aires",
+    )
+    metadata = tomllib.loads((project / "pyproject.toml").read_text())["project"]
+    assert metadata["description"] == description
+    assert metadata["authors"] == [{"name": author, "email": "ann.o-neil+jobs@mail.example.co.uk"}]
+    sources = [path for path in project.rglob("*.py") if ".venv" not in path.parts]
+    assert len(sources) > 30
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an invalid escape sequence is a SyntaxWarning
+        for path in sources:
+            compile(path.read_text(), str(path), "exec")
+    readme = (project / "README.md").read_text()
+    assert description in readme
