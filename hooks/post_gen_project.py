@@ -1,7 +1,8 @@
-"""Write fresh secrets to .env, render the process files and drop files of options not chosen."""
+"""Write fresh secrets to .env, render the process files, drop files of options not chosen; print the next steps."""
 
 import importlib.util
 import secrets
+import shlex
 import shutil
 import string
 import sys
@@ -62,6 +63,17 @@ def drop_unchosen() -> None:
         shutil.rmtree(PROJECT / "tests" / "demo")
 
 
+def print_next_steps() -> None:
+    """Tell the user what to run in the new project."""
+    print(
+        f"\nGenerated {PROJECT}. Next steps:\n\n"
+        f"    cd {shlex.quote(str(PROJECT))}\n"
+        "    make dev     # the whole stack: web on http://localhost:8000, a worker per pool, beat, Flower\n"
+        "    make test    # lint, type checks and the test suite\n"
+    )
+
+
 drop_unchosen()
 write_env()
 render_process_files()
+print_next_steps()

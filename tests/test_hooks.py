@@ -127,3 +127,12 @@ def test_quotes_and_backslashes_bake_a_project_that_parses(tmp_path):
             compile(path.read_text(), str(path), "exec")
     readme = (project / "README.md").read_text()
     assert description in readme
+
+
+def test_a_bake_ends_with_the_next_steps(tmp_path):
+    done = cookiecutter_cli(tmp_path)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    project = tmp_path / "proj"
+    last = [line for line in done.stdout.splitlines() if line.strip()][-4:]
+    assert last[0] == f"Generated {project}. Next steps:", done.stdout[-2000:]
+    assert [line.split("#")[0].strip() for line in last[1:]] == [f"cd {project}", "make dev", "make test"]
