@@ -496,3 +496,30 @@ def test_admin_filters_shows_the_traceback_and_retries_failed_rows(transactional
     assert TaskRecord.objects.get(key="fine").status == Status.SUCCEEDED
     [message] = queued(clean_broker)
     assert message["headers"]["idempotency_key"] == "broken"
+
+
+def test_enqueue_many_keeps_the_blobs_of_committed_rows_when_a_commit_callback_fails(
+    transactional_db, clean_broker, settings, monkeypatch, tmp_path
+):
+    from {{ cookiecutter.project_slug }}.claimcheck import base as claimcheck_base
+    from {{ cookiecutter.project_slug }}.claimcheck import blobs
+    from {{ cookiecutter.project_slug }}.idempotency import publishing
+
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "claimcheck": {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": tmp_path}},
+    }
+    settings.CLAIMCHECK_ARGS_THRESHOLD = 64  # every call below is offloaded to a blob
+
+    def broken(records: Any) -> int:
+        raise RuntimeError("a commit callback failed after the rows committed")
+
+    monkeypatch.setattr(publishing, "publish_all", broken)
+    with pytest.raises(RuntimeError, match="after the rows committed"):
+        tasks.make_effect.enqueue_many([(("x" * 200,), {}), (("y" * 200,), {})])
+    rows = list(TaskRecord.objects.all())
+    assert len(rows) == 2  # committed before the callback ran: the reaper or a retry publishes them
+    for row in rows:
+        reference = claimcheck_base.arguments_reference(row.args, row.kwargs)
+        assert reference is not None
+        assert blobs.get_storage().exists(reference.key), "the blob of a committed row was deleted"

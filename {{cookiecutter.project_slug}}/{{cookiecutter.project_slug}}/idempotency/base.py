@@ -134,11 +134,12 @@ class IdempotentTask(ClaimCheckTask):
         try:
             for args, kwargs in pairs:
                 prepared.append(self.prepare_call(args, kwargs, checked=True))
-            return publishing.enqueue_many(prepared, batch_size=batch_size)
         except BaseException:
+            # Nothing was written: the blobs already stored for earlier calls of the batch are nobody's.
             for call in prepared:
                 call.discard()
             raise
+        return publishing.enqueue_many(prepared, batch_size=batch_size)
 
     def using(self, *, key: str) -> KeyedTask:
         """Return this task bound to an explicit idempotency ``key``."""
