@@ -6,6 +6,7 @@ import json
 import re
 import urllib.request
 import uuid
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -249,3 +250,16 @@ def test_with_no_kind_registered_the_page_says_so_and_the_api_refuses_naming_non
     response = post_json(client_alice, "/api/uploads", UPLOAD)
     assert response.status_code == 400
     assert "accepted values: none (nothing is registered)" in error_of(response)["message"]
+
+
+def test_a_kind_is_refused_at_registration_when_its_task_or_types_cannot_work(test_kinds):
+    from {{ cookiecutter.project_slug }}.jobs import kinds
+
+    from tests.tasks import pools as plain_tasks
+
+    plain: Any = plain_tasks.on_default  # a plain Celery task, which has no idempotency key to run under
+    with pytest.raises(kinds.KindRegistrationError, match="is not an IdempotentTask"):
+        kinds.JobKind(name="plain", label="Plain", task=plain, content_types=("text/csv",))
+    one_string: Any = "text/csv"  # a common slip: a string where a tuple belongs
+    with pytest.raises(kinds.KindRegistrationError, match="content_types must be a tuple of strings"):
+        kinds.JobKind(name="typo", label="Typo", task=test_kinds[0].task, content_types=one_string)

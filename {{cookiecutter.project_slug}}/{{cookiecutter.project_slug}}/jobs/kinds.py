@@ -54,6 +54,18 @@ class JobKind:
     def __post_init__(self) -> None:
         if not self.name or not self.name.replace("_", "").isalnum() or self.name != self.name.lower():
             raise KindRegistrationError(f"Job kind name {self.name!r} must be lowercase letters, digits and '_'.")
+        from {{ cookiecutter.project_slug }}.idempotency.base import IdempotentTask
+
+        if not isinstance(self.task, IdempotentTask):
+            # The job runs under its own idempotency key (task.using(key=...).enqueue): a plain task has none.
+            raise KindRegistrationError(
+                f"Job kind {self.name!r}: task {getattr(self.task, 'name', self.task)!r} is not an IdempotentTask; "
+                "declare it with @shared_task(base=IdempotentTask, worker_pool=...)."
+            )
+        if isinstance(self.content_types, str) or not all(isinstance(t, str) for t in self.content_types):
+            raise KindRegistrationError(
+                f"Job kind {self.name!r}: content_types must be a tuple of strings, not {self.content_types!r}."
+            )
         if not self.content_types:
             raise KindRegistrationError(f"Job kind {self.name!r} accepts no content type; name at least one.")
         if self.max_upload_bytes is not None and self.max_upload_bytes < 1:
