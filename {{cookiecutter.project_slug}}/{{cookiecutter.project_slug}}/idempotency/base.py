@@ -127,6 +127,7 @@ class IdempotentTask(ClaimCheckTask):
 
         Every call is checked before anything is written: one bad argument refuses the batch.
         """
+        publishing.check_batch_size(batch_size)
         pairs = [_pair(number, call) for number, call in enumerate(calls)]
         for args, kwargs in pairs:
             self.check_call(args, kwargs)
@@ -134,11 +135,12 @@ class IdempotentTask(ClaimCheckTask):
         try:
             for args, kwargs in pairs:
                 prepared.append(self.prepare_call(args, kwargs, checked=True))
-            return publishing.enqueue_many(prepared, batch_size=batch_size)
         except BaseException:
+            # Nothing was written: the blobs already stored for earlier calls of the batch are nobody's.
             for call in prepared:
                 call.discard()
             raise
+        return publishing.enqueue_many(prepared, batch_size=batch_size)
 
     def using(self, *, key: str) -> KeyedTask:
         """Return this task bound to an explicit idempotency ``key``."""
