@@ -46,6 +46,9 @@ def test_make_dev_installs_no_dev_tool_and_syncs_nothing_else():
 def test_sync_stack_installs_the_dependencies_and_honcho_only(tmp_path: Path):
     venv = tmp_path / "venv"
     env = {**os.environ, "UV_PROJECT_ENVIRONMENT": str(venv)}
+    # A new environment needs a Python >= 3.12; `make` finds one the same way (uv must not download one).
+    found = subprocess.run(["./scripts/find-python"], cwd=PROJECT_DIR, capture_output=True, text=True, check=False)
+    env.setdefault("UV_PYTHON", found.stdout.strip())
     subprocess.run(["./scripts/sync-stack"], cwd=PROJECT_DIR, env=env, check=True, capture_output=True, timeout=600)
     installed = {path.name.split("-")[0].lower() for path in venv.glob("lib/python*/site-packages/*.dist-info")}
     assert {"django", "celery", "kombu", "flower", "uvicorn", "honcho"} <= installed, installed
