@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from celery import Celery
+from kombu.transport import filesystem
 
 from {{ cookiecutter.project_slug }} import pools
 from {{ cookiecutter.project_slug }}.worker import brokerfiles
@@ -19,14 +21,18 @@ TASK_QUEUES = {p.queue for p in pools.POOLS}
 
 
 @pytest.fixture
-def broker(tmp_path: Path) -> Celery:
+def broker(tmp_path: Path) -> Iterator[Celery]:
     """Return a Celery app on a filesystem broker under ``tmp_path``, with the project's folders and queues."""
     options = broker_transport_options("filesystem://", tmp_path)
     for name in ("data_folder_in", "control_folder"):
         Path(options[name]).mkdir(parents=True)
     app = Celery("brokerfiles", set_as_current=False)
     app.conf.update(broker_url="filesystem://", broker_transport_options=options, task_queues=kombu_queues())
-    return app
+    # The filesystem transport keeps the exchanges it saw declared in one state per process: start from none,
+    # so an earlier test's apps (other event exchange options) do not make this broker refuse a redeclare.
+    filesystem.Transport.global_state.clear()
+    yield app
+    filesystem.Transport.global_state.clear()
 
 
 def files_of(folder: Path, queue: str) -> list[Path]:
