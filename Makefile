@@ -9,7 +9,7 @@ endif
 DEMO_DIR ?= build/demo
 BENCH_DIR ?= build/bench
 
-.PHONY: test demo bench lint relock uv
+.PHONY: test demo demo-bake bench lint relock uv
 
 uv:
 	@command -v uv >/dev/null || { echo "uv is required: pip install uv"; exit 1; }
@@ -20,10 +20,27 @@ test: uv
 	uv run --locked ruff format --check tests hooks local_extensions.py
 	uv run --locked pytest -v tests
 
-## Bake the default project into $(DEMO_DIR) (reusing its .env and .venv) and run `make dev` there.
-demo: uv
-	uv run --locked cookiecutter --no-input --overwrite-if-exists -o "$(DEMO_DIR)" .
+## Bake the default project into $(DEMO_DIR) (reusing its .env and .venv) and run `make dev` there;
+## refuses to bake over a copy that differs from a fresh bake (your edits): DEMO_OVERWRITE=1 bakes over it.
+demo: demo-bake
 	$(MAKE) -C "$(DEMO_DIR)/proj" dev
+
+# What a bake never writes, or writes anew each time: the copy's own secrets, environment, data and caches.
+DEMO_OWN := .env .venv run __pycache__ .pytest_cache .mypy_cache .ruff_cache
+
+demo-bake: uv
+	@if [ -d "$(DEMO_DIR)/proj" ] && [ -z "$(DEMO_OVERWRITE)" ]; then \
+		fresh=$$(mktemp -d) && trap 'rm -rf "$$fresh"' EXIT && \
+		uv run --locked cookiecutter --no-input -o "$$fresh" . >/dev/null && \
+		changed=$$(diff -rq $(DEMO_OWN:%=-x %) "$$fresh/proj" "$(DEMO_DIR)/proj" | sed "s|$$fresh/proj|fresh bake|g"); \
+		if [ -n "$$changed" ]; then \
+			echo "$(DEMO_DIR)/proj differs from a fresh bake of this template (your edits, or the template's):"; \
+			echo "$$changed" | head -20; \
+			echo "Run it as it is: make -C $(DEMO_DIR)/proj dev. Bake over it: make demo DEMO_OVERWRITE=1"; \
+			exit 1; \
+		fi; \
+	fi
+	uv run --locked cookiecutter --no-input --overwrite-if-exists -o "$(DEMO_DIR)" .
 
 ## Bake the default project into $(BENCH_DIR), run its benchmarks, and write bench/results.md here.
 bench: uv

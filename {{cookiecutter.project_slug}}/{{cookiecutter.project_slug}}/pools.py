@@ -38,7 +38,7 @@ VISIBILITY_MARGIN = 0.1
 MIN_MARGIN = 2
 #: A worker told to stop (SIGTERM, remapped to SIGQUIT) lets running tasks go on for at most this many
 #: seconds before it cancels and requeues them (``worker_soft_shutdown_timeout``; see
-#: :func:`soft_shutdown_timeout`).
+#: :attr:`Pool.soft_shutdown_timeout`).
 SOFT_SHUTDOWN_TIMEOUT = 20
 #: Seconds between the end of the soft shutdown and the orchestrator's SIGKILL: the cold shutdown cancels
 #: the remaining tasks, requeues their messages and closes the broker connection in this time.
@@ -63,7 +63,12 @@ class UnknownQueueError(LookupError):
 
 @dataclass(frozen=True, slots=True)
 class Pool:
-    """One specialised worker pool and the queue it alone consumes."""
+    """One specialised worker pool and the queue it alone consumes.
+
+    Both pool types enforce the time limits: prefork kills the child at the hard limit; the project's
+    threads pool (``{{ cookiecutter.project_slug }}.worker.threadpool``) raises the exceptions inside the task's thread, at its next
+    Python instruction, so a threads task must give its blocking calls (sockets) timeouts of their own.
+    """
 
     #: Pool name; also the queue name and the worker's node name prefix.
     name: str
@@ -77,10 +82,14 @@ class Pool:
     prefetch_multiplier: int = 1
     #: Seconds before ``SoftTimeLimitExceeded`` is raised inside the task.
     soft_time_limit: int = 60
-    #: Seconds before the child process running the task is killed.
+    #: Seconds before the task is stopped and reported as timed out (``TimeLimitExceeded``): a prefork child
+    #: is killed, a threads task gets ``WorkerTerminate`` raised in its thread.
     time_limit: int = 90
     #: Recycle a prefork child after this many tasks (``None``: never).
     max_tasks_per_child: int | None = None
+    #: Recycle a prefork child once its resident memory exceeds this many KiB, after its current task
+    #: (``--max-memory-per-child``; ``None``: never). Prefork only.
+    max_memory_per_child: int | None = None
     #: Deliveries of one task before its status row is failed for good.
     max_attempts: int = 5
 
@@ -98,6 +107,22 @@ class Pool:
             raise ValueError(f"Pool {self.name!r}: concurrency must be at least 1.")
         if self.prefetch_multiplier < 1 or self.max_attempts < 1:
             raise ValueError(f"Pool {self.name!r}: prefetch_multiplier and max_attempts must be at least 1.")
+        if self.max_memory_per_child is not None:
+            if self.pool != "prefork":
+                raise ValueError(
+                    f"Pool {self.name!r}: max_memory_per_child ({self.max_memory_per_child}) needs a prefork pool; "
+                    f"a {self.pool} pool has no child process to recycle. Use None."
+                )
+            if isinstance(self.max_memory_per_child, bool) or not isinstance(self.max_memory_per_child, int):
+                raise ValueError(
+                    f"Pool {self.name!r}: max_memory_per_child ({self.max_memory_per_child!r}) must be a whole "
+                    "number of KiB or None."
+                )
+            if self.max_memory_per_child < 1024:
+                raise ValueError(
+                    f"Pool {self.name!r}: max_memory_per_child ({self.max_memory_per_child}) is in KiB and must be "
+                    "at least 1024 (1 MiB), or None."
+                )
 
     @property
     def queue(self) -> str:
@@ -108,6 +133,15 @@ class Pool:
     def lease_seconds(self) -> int:
         """Return how long a claimed task may run before another worker may reclaim it."""
         return self.time_limit + margin(self.time_limit, LEASE_MARGIN)
+
+    @property
+    def soft_shutdown_timeout(self) -> int:
+        """Return how long this pool's stopping worker lets running tasks finish before it requeues them.
+
+        :data:`SOFT_SHUTDOWN_TIMEOUT`, but at most half the pool's soft time limit: a task that needs
+        longer is better requeued for a worker that stays than waited for by one that is leaving.
+        """
+        return max(1, min(SOFT_SHUTDOWN_TIMEOUT, self.soft_time_limit // 2))
 
     def worker_args(self) -> list[str]:
         """Return the ``celery worker`` options that start this pool."""
@@ -134,6 +168,8 @@ IMAGES = Pool(
     soft_time_limit=120,
     time_limit=150,
     max_tasks_per_child=200,
+    # A child that grew past 512 MiB (a huge image) is replaced after its task, before the OOM killer acts.
+    max_memory_per_child=512 * 1024,
     max_attempts=3,
 )
 EMAILS = Pool(
@@ -187,20 +223,16 @@ def scaled(pools: Iterable[Pool], limits: Mapping[str, tuple[int, int]]) -> tupl
 
 
 def soft_shutdown_timeout(pools: Iterable[Pool] = POOLS) -> int:
-    """Return how long a stopping worker lets running tasks finish before it requeues them.
+    """Return the shortest soft shutdown of ``pools``: the default of a worker not started for one pool.
 
-    :data:`SOFT_SHUTDOWN_TIMEOUT`, but at most half the shortest soft time limit: a task that needs
-    longer is better requeued for a worker that stays than waited for by one that is leaving.
+    A worker started with ``-Q <pool>`` uses its pool's own :attr:`Pool.soft_shutdown_timeout` instead.
     """
-    return max(1, min(SOFT_SHUTDOWN_TIMEOUT, *(p.soft_time_limit // 2 for p in pools)))
+    return min(p.soft_shutdown_timeout for p in pools)
 
 
-def stop_grace_period(pool: Pool, pools: Iterable[Pool] = POOLS) -> int:
-    """Return the orchestrator's grace period for ``pool``'s worker: the soft shutdown plus a margin.
-
-    The soft shutdown is one setting for every worker, so today every pool gets the same period.
-    """
-    return soft_shutdown_timeout(pools) + GRACE_MARGIN
+def stop_grace_period(pool: Pool) -> int:
+    """Return the orchestrator's grace period for ``pool``'s worker: its soft shutdown plus a margin."""
+    return pool.soft_shutdown_timeout + GRACE_MARGIN
 
 
 def visibility_timeout(pools: Iterable[Pool] = POOLS) -> int:

@@ -24,6 +24,14 @@ READ_BY_SETTINGS = (
     "FLOWER_USER",
     "FLOWER_PASSWORD",
     "EMAIL_URL",
+    "DJANGO_SECURE_HSTS_SECONDS",
+    "DJANGO_SECURE_SSL_REDIRECT",
+    "DATABASE_CONN_MAX_AGE",
+    "IDEMPOTENCY_REAPER_INTERVAL",
+    "CLAIMCHECK_ARGS_THRESHOLD",
+    "CLAIMCHECK_UPLOAD_MAX_BYTES",
+    "JOBS_SSE_POLL_SECONDS",
+    "AWS_S3_ENDPOINT_URL",
 )
 
 
@@ -97,6 +105,47 @@ def test_production_refuses_sqlite_and_a_weak_secret_key(tmp_path):
     done = run_django(SETUP, f"{PACKAGE}.config.settings.production", env)
     assert done.returncode != 0
     assert "DJANGO_SECRET_KEY" in done.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("DATABASE_URL", "garbage", "postgres://"),
+        ("DATABASE_URL", "mysql://app@127.0.0.1/app", "postgres://"),
+        ("DATABASE_URL", "postgres://app:secret@127.0.0.1:notaport/app", "postgres://"),
+        ("DJANGO_SECURE_HSTS_SECONDS", "abc", "whole number"),
+        ("DATABASE_CONN_MAX_AGE", "abc", "whole number"),
+        ("IDEMPOTENCY_REAPER_INTERVAL", "abc", "whole number"),
+        ("IDEMPOTENCY_REAPER_INTERVAL", "0", "at least 1"),
+        ("CLAIMCHECK_UPLOAD_MAX_BYTES", "abc", "whole number"),
+        ("CLAIMCHECK_ARGS_THRESHOLD", "-1", "at least 1"),
+        ("JOBS_SSE_POLL_SECONDS", "nan", "number above 0"),
+        ("DJANGO_SECURE_SSL_REDIRECT", "flase", "true/false"),
+        ("EMAIL_URL", "garbage", "smtp+tls://"),
+        ("EMAIL_URL", "consolemail://", "smtp+tls://"),
+        ("DJANGO_ALLOWED_HOSTS", " , ", "host names"),
+        ("DJANGO_ALLOWED_HOSTS", "https://app.example.com", "host names"),
+        ("CELERY_BROKER_URL", "ftp://x", "redis://"),
+        ("CELERY_BROKER_URL", "filesystem://", "redis://"),
+        ("CELERY_RESULT_BACKEND", "garbage", "redis://"),
+        ("AWS_S3_ENDPOINT_URL", "s3.example.com", "https://"),
+    ],
+)
+def test_production_refuses_a_bad_value_by_name(name, value, expected, tmp_path):
+    env = {**production_env(tmp_path), name: value}
+    done = run_django(["manage.py", "check", "--deploy"], f"{PACKAGE}.config.settings.production", env)
+    assert done.returncode != 0
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("django.core.exceptions.ImproperlyConfigured"), done.stderr[-2000:]
+    assert name in last, last
+    assert expected in last, last
+    assert "secret" not in last  # a password in a URL stays out of the logs
+
+
+def test_local_settings_refuse_a_bad_value_by_name(tmp_path):
+    done = run_django(SETUP, f"{PACKAGE}.config.settings.local", {"RUN_DIR": str(tmp_path), "DATABASE_URL": "garbage"})
+    assert done.returncode != 0
+    assert "DATABASE_URL" in done.stderr.strip().splitlines()[-1], done.stderr[-2000:]
 
 
 def test_check_deploy_is_clean_with_production_settings(tmp_path):

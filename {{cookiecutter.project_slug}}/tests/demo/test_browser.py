@@ -70,7 +70,11 @@ def test_sign_in_upload_watch_progress_and_download(
     small_path.write_bytes(small.data)
     image_path = tmp_path / "photo.png"
     Image.linear_gradient("L").resize((300, 200)).save(image_path)
-    screenshot = tmp_path / "jobs-page.png"
+    bad_path = tmp_path / "people.csv"
+    bad_path.write_bytes(b"name,city\nAda,London\n")
+    text_path = tmp_path / "notes.txt"
+    text_path.write_text("not a job\n")
+    screenshot = Path(os.environ.get("SCREENSHOT_DIR") or tmp_path) / "jobs-page.png"
 
     # No database access from here on: Playwright's sync API runs an event loop in this thread.
     with sync_playwright() as playwright:
@@ -136,6 +140,46 @@ def test_sign_in_upload_watch_progress_and_download(
         )
         thumbs = page.locator("#jobs tbody tr").first
         assert thumbs.locator("td.links a").all_inner_texts() == ["thumb-64.png", "thumb-128.png", "thumb-256.png"]
+        # The status line follows the job it announced to its end: "job started." does not stay.
+        page.wait_for_function("() => document.getElementById('upload-status').textContent.includes('succeeded')")
+        assert page.locator("#upload-status").inner_text() == "photo.png: job succeeded."
+
+        # A failed job shows the short error name and the message, never the class path.
+        page.set_input_files("#file", str(bad_path))
+        page.click("#start")
+        failed = page.locator("#jobs tbody tr[data-status=failed]")
+        failed.wait_for(timeout=60_000)
+        message = failed.locator(".progress-message")
+        assert message.inner_text().startswith("DemoInputError: The CSV has no 'email' column"), message.inner_text()
+        assert "{{ cookiecutter.project_slug }}." not in failed.inner_text()
+        assert "error" in (message.get_attribute("class") or "")
+        page.wait_for_function("() => document.getElementById('upload-status').textContent.includes('failed')")
+        status = page.locator("#upload-status")
+        assert status.inner_text().startswith("people.csv: job failed: DemoInputError: The CSV has no 'email' column")
+        assert "error" in (status.get_attribute("class") or "")
+
+        # Two jobs of the same file are told apart by their start times.
+        page.set_input_files("#file", str(small_path))
+        page.click("#start")
+        page.wait_for_function(
+            "() => document.querySelectorAll('#jobs tbody tr[data-status=succeeded]').length === 4", timeout=60_000
+        )
+        assert status.inner_text() == "small.csv: job succeeded."
+        assert "error" not in (status.get_attribute("class") or "")
+        same_file = page.locator("#jobs tbody tr", has=page.locator("td.file", has_text="small.csv"))
+        assert same_file.count() == 2
+        started = same_file.locator("td.started time")
+        assert len(set(started.all_inner_texts())) == 2, started.all_inner_texts()
+        assert all(started.nth(i).get_attribute("datetime") for i in range(2))
+
+        # A file no kind takes is refused, and reads as an error.
+        page.set_input_files("#file", str(text_path))
+        page.click("#start")
+        page.wait_for_function("() => document.getElementById('upload-status').textContent.includes('refused')")
+        assert "error" in (status.get_attribute("class") or "")
+        assert status.inner_text().startswith("notes.txt: refused")
+        assert page.locator("#jobs tbody tr").count() == 5
+
         page.wait_for_timeout(500)  # let the bars' width transition finish before the picture
         page.screenshot(path=str(screenshot), full_page=True)
         assert errors == []

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import csv
 import io
+import os
+import re
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -15,6 +19,7 @@ from PIL import Image
 from {{ cookiecutter.project_slug }}.claimcheck import blobs
 
 from support.customers import customer_csv
+from support.images import large_blank_png
 from support.smtp import SMTPRecorder
 from support.web import Browser, parse_events, start_web
 
@@ -180,6 +185,50 @@ def test_report_of_a_bad_csv_fails_for_good_with_a_clear_error(start_worker, sta
     assert "no 'email' column" in final["error"]["message"]
     assert final["links"] == {}
     assert browser.request("GET", location).json()["error"]["type"].endswith("DemoInputError")
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+def test_an_image_of_too_many_pixels_fails_for_good_naming_its_size(start_worker, stack_env, browser):
+    start_worker("images", env=stack_env)
+    token = upload(browser, "thumbnails", "huge.png", large_blank_png(12_000, 12_000), "image/png")
+    location, body = start(browser, "thumbnails", token)
+    states = [data for name, data in parse_events(list(browser.events(body["urls"]["events"]))) if name == "status"]
+    final = states[-1]
+    assert final["status"] == "failed", final
+    assert "12000 x 12000 pixels" in final["error"]["message"]
+    assert browser.request("GET", location).json()["error"]["type"].endswith("DemoInputError")
+
+
+def test_the_walkthrough_script_of_the_readme_runs_a_report_to_the_end(
+    start_worker, stack_env, web, django_user_model, tmp_path
+):
+    start_worker("reports", env=stack_env)
+    django_user_model.objects.create_user("demo", "demo@example.com", PASSWORD)
+    customers = customer_csv(2000, seed=5)
+    path = tmp_path / "customers.csv"
+    path.write_bytes(customers.data)
+    script = Path(__file__).resolve().parents[2] / "scripts" / "jobs_walkthrough.py"
+    done = subprocess.run(
+        [sys.executable, str(script), str(path), "--base", web],
+        env={"PATH": os.environ.get("PATH", ""), "PASSWORD": PASSWORD},
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    print(done.stdout)  # the output README.md shows; pytest prints it with -rP
+    lines = done.stdout.splitlines()
+    assert lines[0] == "[sign in] signed in as demo"
+    assert lines[1].startswith("[upload] POST /api/uploads -> 201")
+    assert lines[2].startswith("[upload] POST ")
+    assert lines[2].endswith(f"{len(customers.data)} bytes of customers.csv stored")
+    assert re.fullmatch(r"\[start\] POST /api/jobs -> 202 Accepted, Location: /api/jobs/[0-9a-f-]{36}", lines[3]), lines
+    assert any(line.startswith("[status] GET /api/jobs/") for line in lines)
+    assert any(line.startswith("[stream] event status: succeeded, 100 %") for line in lines), lines
+    assert any(line.startswith("[done] download summary.csv: ") for line in lines), lines
+    assert lines[-1].startswith("[done] job ")
+    assert f'"customers": {customers.customers}' in lines[-1]
 
 
 def test_one_web_process_holds_many_streams_without_a_thread_each(web_process, browser, django_user_model):

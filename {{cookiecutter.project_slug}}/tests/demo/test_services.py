@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import io
+import resource
+import time
 
 import pytest
+from django.core import mail
 from PIL import Image
 
 from {{ cookiecutter.project_slug }}.demo import services, tasks
 
 from support.customers import customer_csv
+from support.images import large_blank_png
 
 
 def summarize(data: bytes, progress: services.Progress | None = None) -> services.CustomerSummary:
@@ -96,9 +100,38 @@ def test_a_file_that_is_not_an_image_is_a_permanent_error():
         services.make_thumbnails(b"email,country\n")
 
 
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # Pillow warns at open; the flow refuses
+def test_an_image_of_too_many_pixels_is_refused_before_it_is_decoded(settings):
+    data = large_blank_png(12_000, 12_000)
+    assert len(data) < 1024 * 1024  # under the upload limits and under Pillow's own bomb limit
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.monotonic()
+    with pytest.raises(services.DemoInputError, match=r"12000 x 12000 pixels .* at most 25,000,000 pixels"):
+        services.make_thumbnails(data)
+    # Decoding would take 144 MB for the pixels and 576 MB for the RGBA copy, and seconds.
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 64 * 1024  # KiB
+    assert time.monotonic() - started < 1.0
+    settings.DEMO_MAX_IMAGE_PIXELS = 1000
+    with pytest.raises(services.DemoInputError, match="at most 1,000 pixels"):
+        services.make_thumbnails(png(40, 30))
+
+
 def test_the_small_demo_tasks_do_their_work_when_called_directly():
     assert tasks.add(2, 3)["sum"] == 5
     assert tasks.count_primes(10_000)["primes"] == 1229
     swatch = tasks.render_swatch(64, 32)
     assert len(swatch["sha256"]) == 64
     assert swatch["bytes"] > 0
+
+
+@pytest.mark.parametrize("filename", ["a\r\nBcc: x@example.com.csv", "\ud800.csv", "a\u2028b.csv", "x" * 500])
+def test_the_report_ready_email_goes_out_whatever_the_file_name(filename):
+    mail.outbox = []
+    assert services.send_report_ready("bob@example.com", filename=filename, stats={"rows": 3}) == 1
+    (message,) = mail.outbox
+    raw = message.message().as_bytes()  # what the SMTP backend sends: every header and the body encode
+    subject = message.subject
+    assert subject.startswith("Report ready: ")
+    assert not set(subject) & {"\r", "\n"}
+    assert len(subject) < 200
+    assert b"\nBcc:" not in raw  # no header of its own

@@ -218,7 +218,7 @@ def test_enqueue_many_refuses_the_whole_batch_on_one_bad_call(transactional_db, 
     loose: list[Any] = [(("fine",), {}), "loose"]  # not a pair, on purpose
     with pytest.raises(TypeError, match=r"\(args, kwargs\) pairs; call 1 is 'loose'"):
         tasks.make_effect.enqueue_many(loose)
-    with pytest.raises(ValueError, match="batch_size must be at least 1; got 0"):
+    with pytest.raises(ValueError, match="batch_size must be an integer of at least 1; got 0"):
         tasks.make_effect.enqueue_many([(("fine",), {})], batch_size=0)
     assert not TaskRecord.objects.exists()
     assert queued(clean_broker) == []

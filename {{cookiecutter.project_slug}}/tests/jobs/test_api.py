@@ -85,6 +85,17 @@ def test_page_without_session_redirects_to_login():
         ({**UPLOAD, "kind": "video"}, "application/json", 400, "invalid_fields", "is 'video'; accepted values: "),
         ({**UPLOAD, "content_type": "application/pdf"}, "application/json", 400, "invalid_fields", "text/csv"),
         ({**UPLOAD, "filename": "../etc/passwd"}, "application/json", 400, "invalid_fields", "plain file name"),
+        # json.dumps sends the lone surrogate as the escape \ud800, which json.loads accepts.
+        ({**UPLOAD, "filename": "\ud800.csv"}, "application/json", 400, "invalid_fields", "Field 'filename'"),
+        (
+            {**UPLOAD, "filename": "a\r\nBcc: x@example.com.csv"},
+            "application/json",
+            400,
+            "invalid_fields",
+            "line breaks",
+        ),
+        ({**UPLOAD, "filename": "a\u2028b.csv"}, "application/json", 400, "invalid_fields", "Field 'filename'"),
+        ("[" * 16000, "application/json", 400, "malformed_json", "nests JSON deeper"),
         ({**UPLOAD, "size": 0}, "application/json", 400, "invalid_fields", "at least one byte"),
         ({**UPLOAD, "size": 10**12}, "application/json", 413, "too_large", "at most"),
     ],

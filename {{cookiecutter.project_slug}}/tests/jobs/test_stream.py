@@ -78,13 +78,18 @@ def test_one_event_per_change_and_the_stream_ends_at_the_final_state(job, settin
 def test_idle_stream_pings_and_a_failure_ends_it(job, settings):
     settings.JOBS_SSE_POLL_SECONDS = 0.02
     settings.JOBS_SSE_PING_SECONDS = 0.2
-    failed = {"status": "failed", "error_type": "DemoInputError", "error_message": "no 'email' column"}
+    failed = {"status": "failed", "error_type": "app.services.InputError", "error_message": "no 'email' column"}
     events = parse_events(collect(job, [failed], pause=1.0))
     pings = [text for name, text in events if name == ":"]
     assert pings.count("ping") >= 3, events
     states = [data for name, data in events if name == "status"]
     assert [s["status"] for s in states] == ["pending", "failed"]
-    assert states[-1]["error"] == {"type": "DemoInputError", "message": "no 'email' column"}
+    # The class path for programs, its short name for people.
+    assert states[-1]["error"] == {
+        "type": "app.services.InputError",
+        "name": "InputError",
+        "message": "no 'email' column",
+    }
 
 
 def test_stream_ends_after_its_time_limit_while_the_job_runs(job, settings):

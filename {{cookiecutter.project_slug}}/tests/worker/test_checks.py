@@ -31,7 +31,7 @@ def timing_ids(registry=pools.POOLS, **overrides) -> list[str | None]:
         "result_backend": REDIS,
         "backend_options": options,
         "soft_shutdown": pools.soft_shutdown_timeout(registry),
-        "grace_periods": {"compose.yaml": {p.name: pools.stop_grace_period(p, registry) for p in registry}},
+        "grace_periods": {"compose.yaml": {p.name: pools.stop_grace_period(p) for p in registry}},
         **overrides,
     }
     return [error.id for error in checks.timing_errors(registry, **arguments)]
@@ -43,7 +43,7 @@ def test_numbers_derived_from_the_registry_agree():
     assert timing_ids(test_pools) == []
     for pool in pools.POOLS:
         assert pool.soft_time_limit < pool.time_limit < pool.lease_seconds < pools.visibility_timeout()
-        assert pools.stop_grace_period(pool) > pools.soft_shutdown_timeout()
+        assert pools.stop_grace_period(pool) > pool.soft_shutdown_timeout
 
 
 def test_test_settings_shorten_every_number_the_same_way():
@@ -53,8 +53,23 @@ def test_test_settings_shorten_every_number_the_same_way():
         assert visibility == pools.visibility_timeout(registry)
     assert pools.soft_shutdown_timeout(registry) == settings.CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT
     # Seconds, not minutes: a SIGKILLed worker's task comes back while the test waits.
+    unscaled = [p.name for p in registry if p in pools.POOLS]
+    assert not unscaled, f"give {unscaled} shortened limits in WORKER_POOLS of {PACKAGE}/config/settings/test.py"
     assert pools.visibility_timeout(registry) <= 20
     assert pools.soft_shutdown_timeout(registry) < min(p.soft_time_limit for p in registry)
+    for pool in registry:
+        assert 1 <= pool.soft_shutdown_timeout < pool.soft_time_limit
+
+
+def test_each_pool_has_its_own_soft_shutdown():
+    short = pools.Pool(name="webhooks", purpose="short calls", pool="threads", soft_time_limit=10, time_limit=20)
+    assert short.soft_shutdown_timeout == 5
+    # A short pool no longer shortens the others' soft shutdown and grace period.
+    assert pools.REPORTS.soft_shutdown_timeout == pools.SOFT_SHUTDOWN_TIMEOUT
+    assert pools.stop_grace_period(pools.REPORTS) == pools.SOFT_SHUTDOWN_TIMEOUT + pools.GRACE_MARGIN
+    assert pools.stop_grace_period(short) == 5 + pools.GRACE_MARGIN
+    # The setting (a worker's default before it applies its pool's) is the shortest pool's.
+    assert pools.soft_shutdown_timeout((*pools.POOLS, short)) == 5
 
 
 def test_delivery_settings_are_on():
@@ -109,9 +124,26 @@ def test_soft_shutdown_off_is_an_error():
 
 
 def test_grace_period_not_above_soft_shutdown_is_an_error():
-    soft = pools.soft_shutdown_timeout()
+    soft = pools.IMAGES.soft_shutdown_timeout
     ids = timing_ids(grace_periods={"k8s/worker-images.yaml": {"images": soft}})
     assert ids == ["delivery.E006"]
+
+
+def test_grace_period_is_compared_with_its_own_pools_soft_shutdown():
+    # Above the shortest soft shutdown (the setting), not above the reports pool's own.
+    reports = pools.REPORTS.soft_shutdown_timeout
+    assert pools.soft_shutdown_timeout() < reports
+    errors = checks.timing_errors(
+        pools.POOLS,
+        broker_url=REDIS,
+        broker_options={},
+        result_backend="",
+        backend_options={},
+        soft_shutdown=pools.soft_shutdown_timeout(),
+        grace_periods={"compose.yaml": {"reports": reports, "default": pools.stop_grace_period(pools.DEFAULT)}},
+    )
+    assert [e.id for e in errors] == ["delivery.E006"]
+    assert f"'reports' worker ({reports}s) must be above its pool's soft shutdown timeout ({reports}s)" in errors[0].msg
 
 
 def test_grace_periods_are_read_from_compose_and_kubernetes_files(tmp_path):
@@ -171,10 +203,56 @@ def test_manage_py_check_fails_on_a_hand_edited_grace_period(tmp_path):
     project = tmp_path / "project"
     project.mkdir()
     compose = (PROJECT_DIR / "compose.yaml").read_text()
-    grace = pools.stop_grace_period(pools.IMAGES)
+    grace = pools.stop_grace_period(pools.DEFAULT)  # the first worker service
     assert f"stop_grace_period: {grace}s" in compose
     (project / "compose.yaml").write_text(compose.replace(f"stop_grace_period: {grace}s", "stop_grace_period: 1s", 1))
     done = run_check(tmp_path, f"BASE_DIR = __import__('pathlib').Path({str(project)!r})")
     assert done.returncode != 0
     assert "delivery.E006" in done.stderr
     assert "compose.yaml: the grace period of the 'default' worker (1.0s)" in done.stderr
+
+
+#: The README's "Adding a pool" snippet without its ``pools`` import, as a new user wrote it.
+BROKEN_TASKS = """
+from {{ cookiecutter.project_slug }}.core.celery_internals import shared_task
+
+
+@shared_task(worker_pool=pools.DEFAULT)
+def ping() -> str:
+    return "pong"
+"""
+
+
+def test_every_task_module_of_the_project_imports():
+    modules = checks.task_modules()
+    assert (f"{PACKAGE}.demo.tasks", True) in modules
+    assert ("tests.tasks.pools", False) in modules  # CELERY_IMPORTS of the test settings
+    assert checks.task_module_errors(modules) == []
+
+
+def test_a_task_module_that_does_not_import_is_an_error(tmp_path, monkeypatch):
+    (tmp_path / "broken_tasks.py").write_text(BROKEN_TASKS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    errors = checks.task_module_errors(
+        [
+            ("broken_tasks", False),
+            ("no_such_tasks", False),
+            ("django.contrib.auth.tasks", True),  # an installed app without tasks
+            (f"{PACKAGE}.demo.tasks", True),
+        ]
+    )
+    assert [(e.id, e.obj) for e in errors] == [("tasks.E001", "broken_tasks"), ("tasks.E001", "no_such_tasks")]
+    assert "The task module 'broken_tasks' does not import: NameError: name 'pools' is not defined" in errors[0].msg
+    assert "ModuleNotFoundError: No module named 'no_such_tasks'" in errors[1].msg
+
+
+def test_manage_py_check_fails_on_a_task_module_that_does_not_import(tmp_path):
+    # An installed app whose tasks module raises, as Celery's autodiscovery finds it.
+    app = tmp_path / "brokenapp"
+    app.mkdir()
+    (app / "__init__.py").write_text("")
+    (app / "tasks.py").write_text(BROKEN_TASKS)
+    done = run_check(tmp_path, 'INSTALLED_APPS = [*INSTALLED_APPS, "brokenapp"]')
+    assert done.returncode != 0
+    assert "tasks.E001" in done.stderr
+    assert "The task module 'brokenapp.tasks' does not import: NameError: name 'pools' is not defined" in done.stderr

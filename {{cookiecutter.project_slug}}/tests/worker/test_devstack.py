@@ -40,6 +40,28 @@ from celery import current_app
 sent = {name: current_app.send_task("celery.accumulate", args=[name], queue=name) for name in json.loads(sys.argv[1])}
 print(json.dumps({name: {"id": result.id, "result": result.get(timeout=90)} for name, result in sent.items()}))
 """
+#: Sends the demo's greeting e-mail, which the console backend writes to the emails worker's stdout.
+SEND_GREETING = """
+import django
+django.setup()
+from {{ cookiecutter.project_slug }}.demo.tasks import send_greeting
+print(send_greeting.enqueue("someone@example.com").status)
+"""
+#: Whether the password in argv signs in as the demo user.
+SIGNS_IN = """
+import sys
+import django
+django.setup()
+from django.contrib.auth import authenticate
+print(authenticate(username="demo", password=sys.argv[1]) is not None)
+"""
+#: Lines that read as trouble to a user of `make dev`, and are not.
+NOISE = (
+    "No hostname was supplied",  # kombu, of the filesystem broker, which has no host
+    "WARNING celery.redirected",  # a worker's stdout (the console e-mail backend) logged as a warning
+    "lifespan",  # uvicorn: "ASGI 'lifespan' protocol appears unsupported."
+    '/favicon.ico HTTP/1.1" 404',
+)
 
 
 def stack_env(run_dir: Path, web_port: int, flower_port: int) -> dict[str, str]:
@@ -88,6 +110,8 @@ def devstack(tmp_path: Path) -> Iterator[tuple[Process, dict[str, str]]]:
     info = run([sys.executable, "manage.py", "stackinfo"], env).stdout
     assert "filesystem://" in info, info
     assert f"sqlite3 {tmp_path / 'run' / 'db.sqlite3'}" in info, info
+    # As `make dev` does: the password waits, in a private file, for the summary printed once the stack answers.
+    assert "printed once the stack answers" in run([sys.executable, "manage.py", "demouser", "--hand-over"], env).stdout
     # An empty env file: honcho must not add the project's .env, the settings read it themselves.
     (tmp_path / "empty.env").write_text("")
     honcho = [sys.executable, "-m", "honcho", "start", "-f", "Procfile", "-d", str(PROJECT_DIR)]
@@ -108,6 +132,16 @@ def test_make_dev_stack_runs_every_process_without_services(devstack, tmp_path):
         return alive and http_status(f"{web}/healthz") == 200 and http_status(f"{flower}/healthcheck") == 200
 
     wait_until(up, 180, "web, Flower and every pool's worker heartbeat", interval=0.5)
+    wait_until(lambda: "stop:    Ctrl+C" in stack.log(), 30, "the summary", interval=0.5)
+    summary = stack.log().split("The stack answers", 1)
+    assert len(summary) == 2, f"no summary, or one saying what does not answer:\n{stack.log()[-4000:]}"
+    assert f"web:     {web}/" in summary[1]
+    assert f"admin:   {web}/admin/" in summary[1]
+    assert f"flower:  {flower}/  (user {env['FLOWER_USER']}," in summary[1]
+    password = summary[1].split("user:    demo  password: ", 1)[1].split()[0]
+    assert run([sys.executable, "-c", SIGNS_IN, password], env).stdout.strip() == "True"
+    assert not (Path(env["RUN_DIR"]) / "demo-password").exists()
+    assert http_status(f"{web}/favicon.ico") == 204
     assert http_status(f"{flower}/", auth=None) == 401
     assert http_status(f"{flower}/", auth=(env["FLOWER_USER"], env["FLOWER_PASSWORD"])) == 200
 
@@ -127,6 +161,8 @@ def test_make_dev_stack_runs_every_process_without_services(devstack, tmp_path):
         lines = [line for line in log.splitlines() if received in line]
         assert lines, f"no worker logged {received}"
         assert all(line.split()[1] == f"worker_{pool_name}.1" for line in lines), lines
+    run([sys.executable, "-c", SEND_GREETING], env)
+    wait_until(lambda: "The emails pool is working." in stack.log(), 60, "the console e-mail in the log")
 
     # Stop as Ctrl-C on `make dev` does: honcho passes SIGTERM on, and kills what outlives its short wait.
     worker_pids = [int(path.read_text().split()[0]) for path in beats.glob("*.alive")]
@@ -135,8 +171,10 @@ def test_make_dev_stack_runs_every_process_without_services(devstack, tmp_path):
     stack.wait(timeout=60)
     wait_until(lambda: not any(pid_alive(pid) for pid in worker_pids), 30, "every worker to exit")
     log = stack.log()
-    for name in ("web", "beat", "flower", *(f"worker_{p.name}" for p in pools.POOLS)):
+    for name in ("web", "beat", "flower", "summary", *(f"worker_{p.name}" for p in pools.POOLS)):
         assert f"{name}.1 stopped" in log, f"honcho did not report {name} stopped"
+    noisy = [line for line in log.splitlines() if any(noise in line for noise in NOISE)]
+    assert not noisy, "\n".join(noisy[:20])
 
 
 def pid_alive(pid: int) -> bool:

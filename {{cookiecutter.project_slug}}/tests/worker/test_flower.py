@@ -18,10 +18,12 @@ FLOWER_USER = "ops"
 FLOWER_PASSWORD = "flower-test-password"  # a throwaway credential for a Flower bound to loopback
 
 
-def flower_argv(port: int) -> list[str]:
-    """Return the command that starts Flower the way the Procfile does, on ``port``."""
-    conf = f"--conf={PACKAGE}/worker/flowerconfig.py"
-    return [sys.executable, "-m", "celery", "-A", PACKAGE, "flower", conf, "--address=127.0.0.1", f"--port={port}"]
+PROCFILE_CONF = (f"--conf={PACKAGE}/worker/flowerconfig.py",)
+
+
+def flower_argv(port: int, options: tuple[str, ...] = PROCFILE_CONF) -> list[str]:
+    """Return the command that starts Flower with ``options`` (by default the way the Procfile does) on ``port``."""
+    return [sys.executable, "-m", "celery", "-A", PACKAGE, "flower", *options, "--address=127.0.0.1", f"--port={port}"]
 
 
 def get(url: str, credentials: tuple[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
@@ -42,10 +44,10 @@ def flower(worker_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[...,
     """Return a function that starts real Flower against the test broker and waits until it listens."""
     started: list[Process] = []
 
-    def start(**env: str) -> tuple[Process, int]:
+    def start(options: tuple[str, ...] = PROCFILE_CONF, **env: str) -> tuple[Process, int]:
         port = free_port()
         environment = {**worker_env, "FLOWER_USER": FLOWER_USER, "FLOWER_PASSWORD": FLOWER_PASSWORD, **env}
-        proc = Process(flower_argv(port), tmp_path / "logs" / f"flower-{port}.log", env=environment).start()
+        proc = Process(flower_argv(port, options), tmp_path / "logs" / f"flower-{port}.log", env=environment).start()
         started.append(proc)
         wait_until(lambda: port_open(port) or not proc.alive(), 60, "Flower to listen")
         return proc, port
@@ -94,13 +96,42 @@ def test_flower_requires_credentials_and_lists_pool_workers(flower, start_worker
     assert b"# HELP flower_events_total" in body
 
 
-def test_flower_refuses_to_start_without_credentials(flower):
+@pytest.mark.parametrize("options", [PROCFILE_CONF, ()], ids=["conf", "no-conf"])
+def test_flower_refuses_to_start_without_credentials(flower, options):
     for env in ({"FLOWER_USER": "", "FLOWER_PASSWORD": ""}, {"FLOWER_PASSWORD": ""}):
-        proc, port = flower(**env)
+        proc, port = flower(options, **env)
         code = proc.wait(timeout=60)
         assert code != 0
         assert "Flower needs FLOWER_USER and FLOWER_PASSWORD" in proc.log()
         assert not port_open(port)
+
+
+def test_flower_refuses_basic_auth_without_a_password(flower):
+    proc, port = flower(("--basic-auth=ops:",), FLOWER_USER="", FLOWER_PASSWORD="")
+    assert proc.wait(timeout=60) != 0
+    assert "--basic-auth (or FLOWER_BASIC_AUTH) needs user:password" in proc.log()
+    assert not port_open(port)
+
+
+@pytest.mark.parametrize(
+    ("options", "env", "credentials"),
+    [
+        ((), {}, (FLOWER_USER, FLOWER_PASSWORD)),
+        (("--basic-auth=cli:cli-password",), {"FLOWER_USER": "", "FLOWER_PASSWORD": ""}, ("cli", "cli-password")),
+        ((*PROCFILE_CONF, "--basic-auth=cli:cli-password"), {"FLOWER_USER": ""}, ("cli", "cli-password")),
+    ],
+    ids=["settings-without-conf", "command-line", "command-line-and-conf"],
+)
+def test_flower_started_any_way_asks_for_credentials(flower, options, env, credentials):
+    proc, port = flower(options, **env)
+    assert proc.alive(), proc.log()
+    base = f"http://127.0.0.1:{port}"
+    for path in ("/", "/api/workers"):
+        assert get(base + path)[0] == 401, path
+        assert get(base + path, (credentials[0], "wrong-password"))[0] == 401, path
+    status, _, body = get(base + "/workers", credentials)
+    assert status == 200
+    assert b"Flower" in body
 
 
 def test_flower_ignores_request_to_open_the_api(flower):

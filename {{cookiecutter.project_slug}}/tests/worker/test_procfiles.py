@@ -39,22 +39,27 @@ def expected_options(pool: pools.Pool) -> dict[str, str]:
     }
     if pool.concurrency is not None:
         expected["-c"] = str(pool.concurrency)
-    if pool.pool == "prefork":  # the threads pool cannot enforce time limits from the command line
-        expected["--soft-time-limit"] = str(pool.soft_time_limit)
-        expected["--time-limit"] = str(pool.time_limit)
+    # Every pool enforces its time limits (the project's threads pool too).
+    expected["--soft-time-limit"] = str(pool.soft_time_limit)
+    expected["--time-limit"] = str(pool.time_limit)
+    if pool.pool == "prefork":
         if pool.max_tasks_per_child is not None:
             expected["--max-tasks-per-child"] = str(pool.max_tasks_per_child)
+        if pool.max_memory_per_child is not None:
+            expected["--max-memory-per-child"] = str(pool.max_memory_per_child)
     return expected
 
 
-def assert_one_worker_per_pool(commands: dict[str, list[str]], where: str) -> None:
+def assert_one_worker_per_pool(
+    commands: dict[str, list[str]], where: str, registry: tuple[pools.Pool, ...] = pools.POOLS
+) -> None:
     """Check ``commands`` (by process name) holds exactly one worker per pool, with the pool's options."""
     workers = {name: argv for name, argv in commands.items() if argv[:4] == ["celery", "-A", PACKAGE, "worker"]}
     by_queue: dict[str, list[str]] = {}
     for name, argv in workers.items():
         by_queue.setdefault(worker_options(argv)["-Q"], []).append(name)
-    assert sorted(by_queue) == sorted(pools.queue_names()), f"{where}: worker queues {sorted(by_queue)}"
-    for pool in pools.POOLS:
+    assert sorted(by_queue) == sorted(pools.queue_names(registry)), f"{where}: worker queues {sorted(by_queue)}"
+    for pool in registry:
         assert len(by_queue[pool.queue]) == 1, f"{where}: {by_queue[pool.queue]} all consume {pool.queue!r}"
         assert worker_options(workers[by_queue[pool.queue][0]]) == expected_options(pool), f"{where}: {pool.name}"
 
@@ -79,9 +84,39 @@ def test_procfile_runs_web_one_worker_per_pool_beat_and_flower():
     commands = {name: shlex.split(command) for name, _, command in (line.partition(": ") for line in lines)}
     assert_one_worker_per_pool(commands, "Procfile")
     assert commands["web"][:2] == ["uvicorn", f"{PACKAGE}.config.asgi:application"]
+    # Django's ASGI app has no lifespan: uvicorn's "auto" would log "ASGI 'lifespan' protocol appears unsupported".
+    assert commands["web"][-2:] == ["--lifespan", "off"]
     assert commands["beat"][:4] == ["celery", "-A", PACKAGE, "beat"]
     assert commands["flower"][:4] == ["celery", "-A", PACKAGE, "flower"]
-    assert set(commands) == {"web", "beat", "flower", *(f"worker_{p.name}" for p in pools.POOLS)}
+    assert commands["summary"] == ["python", "manage.py", "stacksummary"]
+    assert set(commands) == {"web", "beat", "flower", "summary", *(f"worker_{p.name}" for p in pools.POOLS)}
+
+
+#: The README's "Adding a pool" recipe: a threads pool with a 10 s soft limit (a soft shutdown of 5 s).
+SHORT_POOL = pools.Pool(
+    name="test_short", purpose="short webhook calls", pool="threads", concurrency=8, soft_time_limit=10, time_limit=20
+)
+
+
+def check_compose_workers(document: dict[str, Any], registry: tuple[pools.Pool, ...]) -> None:
+    """Check compose's worker services run each pool of ``registry`` with its own grace period and probe."""
+    services = document["services"]
+    commands = {name: shlex.split(s["command"]) for name, s in services.items() if isinstance(s.get("command"), str)}
+    assert_one_worker_per_pool(commands, "compose.yaml", registry)
+    for pool in registry:
+        worker = services[f"worker-{pool.name}"]
+        grace = int(worker["stop_grace_period"].removesuffix("s"))
+        assert grace == pools.stop_grace_period(pool) == pool.soft_shutdown_timeout + pools.GRACE_MARGIN
+        assert grace > pool.soft_shutdown_timeout, f"worker-{pool.name} is killed before its soft shutdown ends"
+        assert worker["environment"]["REMAP_SIGTERM"] == "SIGQUIT"
+        assert worker["healthcheck"]["test"][1:] == [
+            "python",
+            "-m",
+            f"{PACKAGE}.worker.heartbeat",
+            "--check",
+            pool.name,
+        ]
+        assert worker["environment"]["DJANGO_SETTINGS_MODULE"] == f"{PACKAGE}.config.settings.production"
 
 
 def test_compose_has_every_service_and_one_worker_per_pool():
@@ -93,24 +128,24 @@ def test_compose_has_every_service_and_one_worker_per_pool():
     buckets = [name for name, s in services.items() if "mc mb" in " ".join(s.get("entrypoint") or [])]
     assert buckets, "no service creates the bucket"
     assert services[buckets[0]]["depends_on"][s3[0]]["condition"] == "service_healthy"
+    check_compose_workers(document, pools.POOLS)
+    assert shlex.split(services["web"]["command"])[:2] == ["uvicorn", f"{PACKAGE}.config.asgi:application"]
 
-    commands = {name: shlex.split(s["command"]) for name, s in services.items() if isinstance(s.get("command"), str)}
-    assert_one_worker_per_pool(commands, "compose.yaml")
-    for pool in pools.POOLS:
-        worker = services[f"worker-{pool.name}"]
-        grace = int(worker["stop_grace_period"].removesuffix("s"))
-        assert grace == pools.stop_grace_period(pool)
-        assert grace > pools.SOFT_SHUTDOWN_TIMEOUT, f"worker-{pool.name} is killed before its soft shutdown ends"
-        assert worker["environment"]["REMAP_SIGTERM"] == "SIGQUIT"
-        assert worker["healthcheck"]["test"][1:] == [
-            "python",
-            "-m",
-            f"{PACKAGE}.worker.heartbeat",
-            "--check",
-            pool.name,
-        ]
-        assert worker["environment"]["DJANGO_SETTINGS_MODULE"] == f"{PACKAGE}.config.settings.production"
-    assert commands["web"][:2] == ["uvicorn", f"{PACKAGE}.config.asgi:application"]
+
+def test_a_short_pool_shortens_only_its_own_grace_period():
+    registry = (*pools.POOLS, SHORT_POOL)
+    check_compose_workers(procfiles.compose_document(registry), registry)
+    services = procfiles.compose_document(registry)["services"]
+    assert services["worker-test_short"]["stop_grace_period"] == f"{5 + pools.GRACE_MARGIN}s"
+    # The reports pool keeps the full soft shutdown, whatever pool is added next to it.
+    reports = pools.SOFT_SHUTDOWN_TIMEOUT + pools.GRACE_MARGIN
+    assert services["worker-reports"]["stop_grace_period"] == f"{reports}s"
+    deployments = _deployments(procfiles.kubernetes_documents(registry))
+    grace = {
+        name: d["spec"]["template"]["spec"].get("terminationGracePeriodSeconds") for name, d in deployments.items()
+    }
+    assert grace[f"{PACKAGE}-worker-test_short"] == 5 + pools.GRACE_MARGIN
+    assert grace[f"{PACKAGE}-worker-reports"] == reports
 
 
 def _deployments(documents: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
@@ -126,7 +161,7 @@ def test_kubernetes_manifests_run_each_pool_with_its_grace_period_and_probe():
     for pool in pools.POOLS:
         spec = deployments[f"{PACKAGE}-worker-{pool.name}"]["spec"]["template"]["spec"]
         assert spec["terminationGracePeriodSeconds"] == pools.stop_grace_period(pool)
-        assert spec["terminationGracePeriodSeconds"] > pools.SOFT_SHUTDOWN_TIMEOUT
+        assert spec["terminationGracePeriodSeconds"] > pool.soft_shutdown_timeout
         (container,) = spec["containers"]
         assert {"name": "REMAP_SIGTERM", "value": "SIGQUIT"} in container["env"]
         probe = container["livenessProbe"]["exec"]["command"]

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import redis
 
+from {{ cookiecutter.project_slug }} import pools
 from {{ cookiecutter.project_slug }}.pools import UnknownQueueError
+from {{ cookiecutter.project_slug }}.worker.app import SeveralPoolsError, pool_worker_options
 from {{ cookiecutter.project_slug }}.worker.app import app as celery_app
 from {{ cookiecutter.project_slug }}.worker.queues import pools_in_force
 
+from support.servers import PACKAGE
 from tests.tasks import pools as tasks
 
 
@@ -116,3 +122,50 @@ def test_worker_refuses_unknown_queue(worker_env, tmp_path):
     )
     assert done.returncode != 0
     assert "'imagez' is not in the worker-pool registry" in done.stderr + done.stdout
+
+
+def run_worker(worker_env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``celery -A <project> worker`` with ``args`` until it exits (a refused worker exits at once)."""
+    return subprocess.run(
+        [sys.executable, "-m", "celery", "-A", PACKAGE, "worker", *args, "--without-mingle", "--without-gossip"],
+        env=worker_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_worker_refuses_several_pools(worker_env):
+    done = run_worker(worker_env, "-Q", "images,emails")
+    assert done.returncode != 0
+    output = done.stderr + done.stdout
+    assert "One worker cannot consume the queues 'images', 'emails'" in output, output[-3000:]
+    assert (
+        f"Start one worker per pool: celery -A {PACKAGE} worker -Q images; celery -A {PACKAGE} worker -Q emails"
+        in output
+    )
+    assert "ready." not in output  # it never started consuming
+
+
+def test_worker_without_queues_refuses_every_pool_at_once(worker_env):
+    done = run_worker(worker_env)
+    assert done.returncode != 0
+    output = done.stderr + done.stdout
+    assert "One worker cannot consume the queues 'default', 'images', 'emails', 'reports'" in output, output[-3000:]
+
+
+def test_worker_options_come_from_its_one_pool():
+    hostname, options = pool_worker_options(celery_app.conf, None, {"queues": ["images"]})
+    images = pools.by_queue("images", pools_in_force())
+    assert hostname == "images@%h"
+    assert options["pool"] == "prefork"
+    assert options["max_memory_per_child"] == images.max_memory_per_child == pools.IMAGES.max_memory_per_child
+    assert options["soft_time_limit"] == images.soft_time_limit
+    # An option given on the command line wins over the registry.
+    _, options = pool_worker_options(celery_app.conf, None, {"queues": "images", "max_memory_per_child": 2048})
+    assert options["max_memory_per_child"] == 2048
+    _, options = pool_worker_options(celery_app.conf, None, {"queues": "emails"})
+    assert options["max_memory_per_child"] is None
+    with pytest.raises(SeveralPoolsError, match="'emails', 'reports'"):
+        pool_worker_options(celery_app.conf, None, {"queues": "emails,reports"})

@@ -26,7 +26,7 @@ from tests.tasks.shutdown import EFFECT_TASKS, count
 pytestmark = pytest.mark.workers
 
 REGISTRY = settings.WORKER_POOLS
-#: The soft shutdown the test settings give every worker.
+#: The shortest soft shutdown in the test settings: the default and emails pools' own (each pool has its own).
 SOFT_SHUTDOWN = pools.soft_shutdown_timeout(REGISTRY)
 #: Seconds a worker needs, beyond the soft shutdown, to cancel, requeue and close (2 shared cores: generous).
 TEARDOWN = 10
@@ -121,6 +121,36 @@ def test_sigterm_requeues_a_task_longer_than_the_soft_shutdown(start_worker, cle
     wait_until(lambda: effects([key]) == {key}, 60, "another worker to complete the requeued task")
     assert count(f"started:{key}") == 2
     assert duplicates() == {}
+
+
+def test_each_pool_worker_applies_its_own_soft_shutdown(start_worker, clean_broker):
+    from {{ cookiecutter.project_slug }}.worker.app import app as celery_app
+
+    own = {queue: pools.by_queue(queue, REGISTRY).soft_shutdown_timeout for queue in ("reports", "default")}
+    # A short pool (default) must not shorten the reports pool's soft shutdown, as one global setting did.
+    assert own["default"] == SOFT_SHUTDOWN < own["reports"]
+    workers = {queue: start_worker(queue) for queue in own}
+    conf = celery_app.control.inspect(timeout=5).conf(with_defaults=True) or {}
+    applied = {node.split("@")[0].rsplit("-", 1)[0]: c["worker_soft_shutdown_timeout"] for node, c in conf.items()}
+    assert applied == own
+
+    for queue, worker in workers.items():
+        stop_busy_worker(worker, queue, own[queue], clean_broker)
+
+
+def stop_busy_worker(worker: Process, queue: str, soft_shutdown: int, broker: str) -> None:
+    """SIGTERM ``worker`` with a task longer than ``soft_shutdown``: it waits that long, then requeues the task."""
+    key = f"{queue}-own-soft-shutdown"
+    EFFECT_TASKS[queue].delay(key, (soft_shutdown + soft_limit(queue)) / 2)
+    wait_until(lambda: count(f"started:{key}") == 1, 30, "the task to start")
+
+    code, took = stop_and_time(worker, signal.SIGTERM, soft_shutdown + TEARDOWN)
+
+    print(f"\n{queue}: soft shutdown {soft_shutdown}s -> exit {code} after {took:.1f}s")
+    assert code == 0, worker.log()[-3000:]
+    assert f"Initiating Soft Shutdown, terminating in {soft_shutdown} seconds" in worker.log()
+    assert soft_shutdown <= took < soft_shutdown + TEARDOWN
+    assert queue_length(broker, queue) == 1
 
 
 def test_sigkill_of_the_worker_redelivers_after_the_visibility_timeout(start_worker, clean_broker):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, overload
 
 import celery
@@ -19,6 +21,7 @@ __all__ = [
     "check_signature",
     "cold_shutdown_started",
     "current_task_object",
+    "filesystem_broker_lock",
     "forget_connections",
     "register_pool",
     "request_claim",
@@ -69,6 +72,11 @@ if TYPE_CHECKING:
 
         # The project's threads pool submits to it and shuts it down itself ({{ cookiecutter.project_slug }}.worker.threadpool).
         executor: ThreadPoolExecutor
+        # Where BasePool keeps the options it does not name (the worker's time limits).
+        options: dict[str, Any]
+
+        # The pool's part of `celery inspect stats`; the project's threads pool adds its time limits.
+        def _get_info(self) -> dict[str, Any]: ...
 
 else:
     from celery.app.amqp import AMQP
@@ -158,3 +166,18 @@ def forget_connections(app: Celery) -> None:
     app.amqp._producer_pool = None  # type: ignore[attr-defined]
     local: threading.local = app._local  # type: ignore[attr-defined]
     vars(local).pop("backend", None)
+
+
+# ------------------------------------------------------------------------------
+# kombu's filesystem transport (the embedded broker)
+# ------------------------------------------------------------------------------
+@contextlib.contextmanager
+def filesystem_broker_lock(file: io.FileIO) -> Iterator[None]:
+    """Hold the filesystem transport's own exclusive lock on an exchange table file (kombu-stubs lack LOCK_EX)."""
+    from kombu.transport import filesystem
+
+    filesystem.lock(file, filesystem.LOCK_EX)  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        filesystem.unlock(file)

@@ -6,6 +6,9 @@ from django.apps import AppConfig
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif")
 #: Largest image the thumbnails flow accepts, in bytes (the claim check's upload ceiling still applies).
 MAX_IMAGE_BYTES = 20 * 1024**2
+#: Largest image the thumbnails flow decodes, in pixels, unless settings.DEMO_MAX_IMAGE_PIXELS says otherwise:
+#: a small PNG can decode to gigabytes (a 12,500 x 12,500 one of 481 KB took 1.9 GiB in an images child).
+MAX_IMAGE_PIXELS = 25_000_000
 
 
 class DemoConfig(AppConfig):

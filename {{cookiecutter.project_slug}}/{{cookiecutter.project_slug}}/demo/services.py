@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -169,12 +170,27 @@ def thumbnails(upload: str, *, progress: Progress = _no_progress) -> dict[str, A
     return {"files": files, "stats": {"sizes": list(THUMBNAIL_SIZES), "bytes": reference.size}}
 
 
+def max_image_pixels() -> int:
+    """Return the most pixels an image may have to be decoded: DEMO_MAX_IMAGE_PIXELS, or the demo's default."""
+    from .apps import MAX_IMAGE_PIXELS
+
+    return int(getattr(settings, "DEMO_MAX_IMAGE_PIXELS", MAX_IMAGE_PIXELS))
+
+
 def make_thumbnails(data: bytes, sizes: Iterable[int] = THUMBNAIL_SIZES) -> dict[str, bytes]:
     """Return PNG thumbnails of an image, keyed ``thumb-<size>.png``, aspect ratio kept."""
     from PIL import Image, UnidentifiedImageError
 
+    limit = max_image_pixels()
     try:
         with Image.open(io.BytesIO(data)) as image:
+            # Image.open reads only the header: refuse a large image before anything is decoded.
+            width, height = image.size
+            if width * height > limit:
+                raise DemoInputError(
+                    f"The image is {width} x {height} pixels ({width * height:,}); the thumbnails flow decodes "
+                    f"images of at most {limit:,} pixels (DEMO_MAX_IMAGE_PIXELS)."
+                )
             image.load()
             source = image.convert("RGBA") if image.mode not in ("RGB", "RGBA") else image.copy()
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError) as exc:
@@ -189,8 +205,16 @@ def make_thumbnails(data: bytes, sizes: Iterable[int] = THUMBNAIL_SIZES) -> dict
     return thumbnails
 
 
+def printable(text: str, limit: int = 120) -> str:
+    """Return ``text`` fit for a mail header: control characters, line breaks and lone surrogates become "?"."""
+    # A file name with CR or LF made Django refuse the subject, and every retry of the e-mail failed again.
+    text = "".join("?" if unicodedata.category(c) in ("Cc", "Cs", "Zl", "Zp") else c for c in text)
+    return text if len(text) <= limit else text[: limit - 1] + "\N{HORIZONTAL ELLIPSIS}"
+
+
 def send_report_ready(to: str, *, filename: str, stats: dict[str, Any]) -> int:
     """Send the "your report is ready" e-mail through the default mailer; return the messages sent."""
+    filename = printable(filename)
     countries = stats.get("countries", {})
     body = (
         f"The customer report for {filename} is ready.\n\n"

@@ -45,7 +45,11 @@ class TaskRecordAdmin(admin.ModelAdmin):
             return "-"
         return format_html('<pre style="white-space: pre-wrap; margin: 0">{}</pre>', obj.error_traceback)
 
-    @admin.action(description="Retry selected failed tasks")
+    def has_retry_permission(self, request: HttpRequest) -> bool:
+        """Allow retrying to who may change status rows: it publishes tasks again, more than viewing."""
+        return request.user.has_perm(f"{self.opts.app_label}.change_{self.opts.model_name}")
+
+    @admin.action(description="Retry selected failed tasks", permissions=["retry"])
     def retry_selected(self, request: HttpRequest, queryset: QuerySet[TaskRecord]) -> None:
         """Reset the selected failed rows (attempts back to 0) and publish them again."""
         failed = list(queryset.filter(status=Status.FAILED))

@@ -127,6 +127,7 @@ class IdempotentTask(ClaimCheckTask):
 
         Every call is checked before anything is written: one bad argument refuses the batch.
         """
+        publishing.check_batch_size(batch_size)
         pairs = [_pair(number, call) for number, call in enumerate(calls)]
         for args, kwargs in pairs:
             self.check_call(args, kwargs)

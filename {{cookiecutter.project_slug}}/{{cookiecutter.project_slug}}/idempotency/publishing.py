@@ -20,6 +20,7 @@ __all__ = [
     "KEY_HEADER",
     "PUBLISH_FAILED",
     "Call",
+    "check_batch_size",
     "enqueue",
     "enqueue_many",
     "publish",
@@ -101,8 +102,7 @@ def enqueue_many(calls: Sequence[Call], *, batch_size: int = 500) -> list[TaskRe
     CONFLICT DO NOTHING`` and one ``SELECT`` each, and the messages go out over one broker
     connection. Return one handle per call, in order.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1; got {batch_size!r}.")
+    check_batch_size(batch_size)
     candidates = [call.record() for call in calls]
     first: dict[str, TaskRecord] = {}
     for candidate in candidates:
@@ -121,6 +121,12 @@ def enqueue_many(calls: Sequence[Call], *, batch_size: int = 500) -> list[TaskRe
         if fresh:
             transaction.on_commit(partial(publish_all, fresh))
     return [TaskResult.from_record(records[candidate.key]) for candidate in candidates]
+
+
+def check_batch_size(batch_size: int) -> None:
+    """Raise ``ValueError`` naming ``batch_size`` unless it is a usable number of rows per statement."""
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer of at least 1; got {batch_size!r}.")
 
 
 def unflag_unpublished(record: TaskRecord) -> bool:

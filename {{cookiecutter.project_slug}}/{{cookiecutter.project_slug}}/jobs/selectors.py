@@ -64,7 +64,9 @@ def shape(job: Job, row: dict[str, Any] | None, request: HttpRequest | None = No
     result = row.get("result") if status == Status.SUCCEEDED else None
     error = None
     if row.get("error_type") and status != Status.SUCCEEDED:
-        error = {"type": row["error_type"], "message": row.get("error_message", "")}
+        # "type" is the class path (for programs and logs); "name" is what a person reads next to the message.
+        error_type = str(row["error_type"])
+        error = {"type": error_type, "name": error_type.rpartition(".")[2], "message": row.get("error_message", "")}
     progress = row.get("progress")
     return {
         "id": str(job.id),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import unicodedata
 from typing import Any
 
 from django.conf import settings
@@ -22,6 +23,12 @@ from .models import Job
 UPLOAD_SALT = "{{ cookiecutter.project_slug }}.jobs.upload"
 
 
+def _allowed(char: str) -> bool:
+    # The name travels into e-mail headers, log lines and PostgreSQL: control characters (CR and LF among
+    # them), line and paragraph separators and lone surrogates (not encodable as UTF-8) break all three.
+    return char not in "/\\" and unicodedata.category(char) not in ("Cc", "Cs", "Zl", "Zp")
+
+
 def kind_named(name: str) -> kinds.JobKind:
     """Return the registered job kind ``name``, or raise naming the field and the registered kinds."""
     return kinds.get(choice("kind", name, kinds.names()))
@@ -38,9 +45,10 @@ def upload_create(
             f"Field 'content_type' is {content_type!r}; a {kind} job accepts: {', '.join(accepted)}."
         )
     filename = filename.strip()
-    if not filename or len(filename) > 255 or any(c in filename for c in "/\\\0"):
+    if not filename or len(filename) > 255 or not all(map(_allowed, filename)):
         raise InvalidFieldsError(
-            f"Field 'filename' {filename[:80]!r} must be a plain file name of 1 to 255 characters."
+            f"Field 'filename' {filename[:80]!r} must be a plain file name of 1 to 255 characters, "
+            "without '/', '\\', control characters, line breaks or unpaired surrogates."
         )
     limit = job_kind.upload_limit
     if size < 1:

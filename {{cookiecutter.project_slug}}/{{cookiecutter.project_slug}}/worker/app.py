@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from functools import cached_property
 from typing import Any
 
-from celery import Celery
+from celery import Celery, signals
 from celery.app.routes import Router
 from celery.apps.worker import Worker
 from celery.utils.nodenames import default_nodename, host_format
@@ -15,6 +16,7 @@ from {{ cookiecutter.project_slug }} import pools
 from {{ cookiecutter.project_slug }}.claimcheck.broker import capped_sender
 from {{ cookiecutter.project_slug }}.core.celery_internals import AMQP, register_pool
 from {{ cookiecutter.project_slug }}.core.rundirs import make_run_dirs
+from {{ cookiecutter.project_slug }}.worker.flowerguard import on_import_modules as _require_flower_authentication
 from {{ cookiecutter.project_slug }}.worker.queues import RegistryRouter, pools_in_force
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "{{ cookiecutter.project_slug }}.config.settings.local")
@@ -42,21 +44,45 @@ class PoolWorker(Worker):
     """A worker that takes its pool options from the registry when started with ``-Q <pool>``."""
 
     def __init__(self, app: Any = None, hostname: str | None = None, **kwargs: Any) -> None:
-        hostname, kwargs = pool_worker_options((app or self.app).conf, hostname, kwargs)
+        conf = (app or self.app).conf
+        pool = worker_pool(kwargs)
+        hostname, kwargs = pool_worker_options(conf, hostname, kwargs)
+        # Celery reads the soft shutdown from app.conf when the worker stops (WorkController.wait_for_soft_shutdown):
+        # this process runs one worker, so its app's setting is that worker's, its pool's own value.
+        conf["worker_soft_shutdown_timeout"] = pool.soft_shutdown_timeout
         super().__init__(app=app, hostname=hostname, **kwargs)
 
 
-def pool_worker_options(conf: Any, hostname: str | None, options: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
-    """Fill the worker options the command line left unset from the pool the worker consumes."""
+class SeveralPoolsError(ValueError):
+    """A worker asked to consume the queues of several pools (or of every pool, without ``-Q``)."""
+
+    def __init__(self, queues: Iterable[str]) -> None:
+        self.queues = tuple(queues)
+        super().__init__(
+            f"One worker cannot consume the queues {', '.join(map(repr, self.queues))}: each pool needs its own "
+            "pool type, concurrency, prefetch, time limits and soft shutdown, and a task worked with another "
+            "pool's settings can outlive its lease and run twice. Start one worker per pool: "
+            + "; ".join(f"celery -A {{ cookiecutter.project_slug }} worker -Q {q}" for q in self.queues)
+            + "."
+        )
+
+
+def worker_pool(options: dict[str, Any]) -> pools.Pool:
+    """Return the pool in force whose queue the worker options (``-Q``) name; refuse none, several or unknown."""
     queues = options.get("queues") or []
     if isinstance(queues, str):
         queues = [q for q in queues.split(",") if q]
     registry = pools_in_force()
-    for queue in queues:
-        pools.by_queue(queue, registry)  # a typo in -Q must not start an idle worker
-    if len(queues) != 1:
-        return hostname, options
-    pool = pools.by_queue(queues[0], registry)
+    found = [pools.by_queue(queue, registry) for queue in dict.fromkeys(queues)]  # a typo must not start idle
+    if len(found) != 1:
+        # Without -Q Celery consumes every queue in task_queues: every pool in one worker.
+        raise SeveralPoolsError(pools.queue_names(found or registry))
+    return found[0]
+
+
+def pool_worker_options(conf: Any, hostname: str | None, options: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
+    """Fill the worker options the command line left unset from the one pool the worker consumes."""
+    pool = worker_pool(options)
     options = dict(options)
     if hostname in (None, host_format(default_nodename(""))):
         hostname = f"{pool.name}@%h"
@@ -71,6 +97,7 @@ def pool_worker_options(conf: Any, hostname: str | None, options: dict[str, Any]
         "time_limit": pool.time_limit,
         "soft_time_limit": pool.soft_time_limit,
         "max_tasks_per_child": pool.max_tasks_per_child,
+        "max_memory_per_child": pool.max_memory_per_child,
     }
     # Some CLI options fall back to the app's setting when not given: that value means "unset" too.
     fallbacks = {"concurrency": conf.worker_concurrency, "prefetch_multiplier": conf.worker_prefetch_multiplier}
@@ -101,6 +128,9 @@ def _make_run_dirs(sender: Celery, **kwargs: Any) -> None:
     # The filesystem broker and the file result backend need their folders before they connect.
     make_run_dirs()
 
+
+# `celery -A {{ cookiecutter.project_slug }} flower`, with or without --conf, gets basic auth from settings or does not start.
+signals.import_modules.connect(_require_flower_authentication, sender=app, weak=False)
 
 app.autodiscover_tasks()
 app.steps["consumer"].add("{{ cookiecutter.project_slug }}.worker.heartbeat:Heartbeat")

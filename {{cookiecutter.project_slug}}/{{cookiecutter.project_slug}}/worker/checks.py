@@ -1,7 +1,8 @@
-"""System checks: the delivery and shutdown numbers agree with one another (``manage.py check``)."""
+"""System checks: the delivery and shutdown numbers agree with one another, and every task module imports."""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -41,8 +42,9 @@ def timing_errors(
     """Return an error for every pair of numbers in the wrong order.
 
     Per pool: visibility timeout > lease > hard time limit > soft time limit. Every orchestrator grace
-    period (``grace_periods``: file name -> pool name -> seconds) > soft shutdown timeout. The broker's and
-    the result backend's visibility timeouts are equal when both are Redis.
+    period (``grace_periods``: file name -> pool name -> seconds) > that pool's soft shutdown timeout;
+    ``soft_shutdown`` (the setting: a worker's until PoolWorker applies its pool's own) > 0. The broker's and the
+    result backend's visibility timeouts are equal when both are Redis.
     """
     errors: list[CheckMessage] = []
     registry = tuple(registry)
@@ -95,13 +97,16 @@ def timing_errors(
                 id="delivery.E005",
             )
         )
+    by_name = {pool.name: pool for pool in registry}
     for source, periods in grace_periods.items():
         for pool_name, grace in periods.items():
-            if not grace > soft_shutdown:
+            # Each pool's worker applies its own pool's soft shutdown ({{ cookiecutter.project_slug }}.worker.app.PoolWorker).
+            pool_soft = by_name[pool_name].soft_shutdown_timeout if pool_name in by_name else soft_shutdown
+            if not grace > pool_soft:
                 errors.append(
                     Error(
-                        f"{source}: the grace period of the {pool_name!r} worker ({grace}s) must be above the "
-                        f"soft shutdown timeout ({soft_shutdown}s), or the worker is killed before it requeues "
+                        f"{source}: the grace period of the {pool_name!r} worker ({grace}s) must be above its "
+                        f"pool's soft shutdown timeout ({pool_soft}s), or the worker is killed before it requeues "
                         "its running tasks (they then wait for the visibility timeout).",
                         hint=HINT,
                         id="delivery.E006",
@@ -185,3 +190,49 @@ def check_delivery_settings(app_configs: Any = None, **kwargs: Any) -> list[Chec
         grace_periods=grace_periods,
     )
     return messages
+
+
+def task_modules() -> list[tuple[str, bool]]:
+    """Return the modules a worker imports at start, each with whether it may be absent.
+
+    Celery autodiscovers the ``tasks`` module of every installed app (an app without one is fine),
+    then imports ``CELERY_IMPORTS`` and ``CELERY_INCLUDE`` (each must exist).
+    """
+    from django.apps import apps
+    from django.conf import settings
+
+    found = [(f"{config.name}.tasks", True) for config in apps.get_app_configs()]
+    for name in ("CELERY_IMPORTS", "CELERY_INCLUDE"):
+        listed = getattr(settings, name, None) or ()
+        found += [(module, False) for module in ([listed] if isinstance(listed, str) else listed)]
+    return found
+
+
+def task_module_errors(modules: Iterable[tuple[str, bool]]) -> list[CheckMessage]:
+    """Return an error for every module of ``modules`` (name, may be absent) that does not import."""
+    errors: list[CheckMessage] = []
+    for module, optional in modules:
+        try:
+            importlib.import_module(module)
+        except Exception as exc:  # any error at import stops the worker: report it, whatever it is
+            # As Celery's autodiscovery: an app's missing tasks module is skipped, a missing import inside it is not.
+            if optional and isinstance(exc, ModuleNotFoundError) and exc.name == module:
+                continue
+            errors.append(_import_error(module, exc))
+    return errors
+
+
+def _import_error(module: str, exc: BaseException) -> Error:
+    return Error(
+        f"The task module {module!r} does not import: {type(exc).__name__}: {exc}",
+        hint="A worker imports every task module when it starts and fails on this error; fix the module "
+        "(a missing import, such as `from {{ cookiecutter.project_slug }} import pools`, is the usual cause).",
+        obj=module,
+        id="tasks.E001",
+    )
+
+
+@register("tasks")
+def check_task_modules(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """Check that every task module a worker imports (autodiscovered and ``CELERY_IMPORTS``) imports."""
+    return task_module_errors(task_modules())

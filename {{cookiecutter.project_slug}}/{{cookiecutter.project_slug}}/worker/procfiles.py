@@ -40,10 +40,13 @@ def worker_command(pool: pools.Pool) -> list[str]:
     if pool.concurrency is not None:
         argv += ["-c", str(pool.concurrency)]
     argv += ["--prefetch-multiplier", str(pool.prefetch_multiplier)]
+    # The project's threads pool enforces time limits too ({{ cookiecutter.project_slug }}.worker.threadpool).
+    argv += ["--soft-time-limit", str(pool.soft_time_limit), "--time-limit", str(pool.time_limit)]
     if pool.pool == "prefork":
-        argv += ["--soft-time-limit", str(pool.soft_time_limit), "--time-limit", str(pool.time_limit)]
         if pool.max_tasks_per_child is not None:
             argv += ["--max-tasks-per-child", str(pool.max_tasks_per_child)]
+        if pool.max_memory_per_child is not None:
+            argv += ["--max-memory-per-child", str(pool.max_memory_per_child)]
     return [*argv, "-l", "INFO"]
 
 
@@ -64,7 +67,8 @@ def flower_command(*options: str) -> list[str]:
 
 def web_command(host: str, port: str) -> list[str]:
     """Return the argv that starts the ASGI web server."""
-    return ["uvicorn", f"{PACKAGE}.config.asgi:application", "--host", host, "--port", port]
+    # Django's ASGI handler does not speak the lifespan protocol; "auto" logs that as if something were wrong.
+    return ["uvicorn", f"{PACKAGE}.config.asgi:application", "--host", host, "--port", port, "--lifespan", "off"]
 
 
 def shell_line(argv: list[str]) -> str:
@@ -81,6 +85,8 @@ def render_procfile(registry: tuple[pools.Pool, ...] = pools.POOLS) -> str:
         *(f"worker_{p.name}: {shell_line(worker_command(p))}" for p in registry),
         "beat: " + shell_line(beat_command()),
         "flower: " + shell_line(flower_command("--address=127.0.0.1", "--port=${FLOWER_PORT:-5555}")),
+        # Prints the addresses and the demo user's password once everything answers, after the start-up logs.
+        "summary: " + shell_line(["python", "manage.py", "stacksummary"]),
     ]
     return "\n".join(lines) + "\n"
 

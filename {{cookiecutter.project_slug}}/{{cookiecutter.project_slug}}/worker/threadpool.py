@@ -13,26 +13,47 @@ a task is handed to a thread, as ``ThreadPoolExecutor.submit`` holds the lock th
 and a cold shutdown does not join the task threads, which may wait for a lock the interrupted main
 thread holds (a logging handler's, for one): the cancelled tasks end by themselves and the interpreter
 joins their threads at exit.
+
+It also enforces the time limits, which Celery's threads pool ignores: one watchdog thread raises
+:class:`~celery.exceptions.SoftTimeLimitExceeded` inside the task's thread at the soft limit, and at the
+hard limit reports the task as timed out (as a prefork pool does when it kills the child) and raises
+``WorkerTerminate`` inside the thread so the task stops without reporting again. A thread cannot be
+killed: the exception lands at the task's next Python instruction, so a call blocked in C (a socket read
+without a timeout) ends first, and a task that swallows ``BaseException`` runs on.
 """
 
 from __future__ import annotations
 
 import ctypes
+import heapq
+import itertools
+import logging
 import signal
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
 from celery.concurrency.base import BasePool, apply_target
-from celery.exceptions import WorkerTerminate
+from celery.exceptions import SoftTimeLimitExceeded, WorkerTerminate
 
 from {{ cookiecutter.project_slug }}.core.celery_internals import ApplyResult, ThreadTaskPool, cold_shutdown_started
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["TaskPool"]
 
 #: Signals whose handlers stop the worker; blocked while a task is handed to a thread.
 SHUTDOWN_SIGNALS = {signal.SIGTERM, signal.SIGQUIT, signal.SIGINT}
+
+
+class HardTimeLimitExceeded(WorkerTerminate):
+    """Raised inside a task's thread at its hard time limit: the task stops, and is reported as timed out once."""
+
+
+#: What this pool raises inside task threads; one that lands after its task ended is dropped (see ``_Job``).
+_INTERRUPTS = (SoftTimeLimitExceeded, WorkerTerminate)
 
 
 class _Job:
@@ -49,18 +70,62 @@ class _Job:
         try:
             return self.target(*args, **kwargs)
         finally:
-            with self.lock:
-                self.thread_id = None
+            self._disarm()
 
-    def interrupt(self) -> bool:
-        """Raise ``WorkerTerminate`` in the thread running the task; return whether it was running."""
+    def _disarm(self) -> None:
+        """Stop interrupts to this thread and drop one sent as the task ended, which would hit the next task."""
+        thread_id = threading.get_ident()
+        while True:
+            try:
+                with self.lock:
+                    self.thread_id = None
+                    # interrupt() sends under this lock and only while thread_id is set: none can follow this.
+                    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), None)
+                return
+            except _INTERRUPTS:
+                continue  # it landed here, between the task's end and the clearing: meant for the ended task
+
+    def interrupt(self, exc_type: type[BaseException] = WorkerTerminate) -> bool:
+        """Raise ``exc_type`` in the thread running the task; return whether it was running."""
         with self.lock:
             if self.thread_id is None:
                 return False
             done = ctypes.pythonapi.PyThreadState_SetAsyncExc(
-                ctypes.c_ulong(self.thread_id), ctypes.py_object(WorkerTerminate)
+                ctypes.c_ulong(self.thread_id), ctypes.py_object(exc_type)
             )
         return done == 1
+
+
+class _Watchdog:
+    """One thread that fires the running tasks' time limits, soonest first."""
+
+    def __init__(self) -> None:
+        self._wakeup = threading.Condition()
+        self._due: list[tuple[float, int, Callable[[], None]]] = []
+        self._order = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def at(self, delay: float, action: Callable[[], None]) -> None:
+        """Run ``action`` on the watchdog thread ``delay`` seconds from now."""
+        with self._wakeup:
+            heapq.heappush(self._due, (time.monotonic() + delay, next(self._order), action))
+            if self._thread is None:
+                # Started from on_apply while the shutdown signals are blocked: it inherits the mask.
+                self._thread = threading.Thread(target=self._run, name="time-limits", daemon=True)
+                self._thread.start()
+            self._wakeup.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._wakeup:
+                while not self._due or self._due[0][0] > time.monotonic():
+                    self._wakeup.wait(self._due[0][0] - time.monotonic() if self._due else None)
+                _, _, action = heapq.heappop(self._due)
+            try:
+                action()  # a job that already ended is not interrupted: its action does nothing
+            except Exception:
+                # This thread enforces every later limit: it must outlive a failing report.
+                logger.exception("Enforcing a time limit failed")
 
 
 class _Result(ApplyResult):
@@ -82,6 +147,7 @@ class TaskPool(ThreadTaskPool):
         super().__init__(*args, **kwargs)
         # The worker keeps only a weak reference to a job's result: hold it while the job runs.
         self._running: set[_Result] = set()
+        self._watchdog = _Watchdog()
 
     def on_apply(
         self,
@@ -90,6 +156,9 @@ class TaskPool(ThreadTaskPool):
         kwargs: dict[str, Any] | None = None,
         callback: Callable[..., Any] | None = None,
         accept_callback: Callable[..., Any] | None = None,
+        timeout_callback: Callable[[bool, float], None] | None = None,
+        soft_timeout: float | None = None,
+        timeout: float | None = None,
         **_: Any,
     ) -> Any:
         """Hand the task to a thread; return its :class:`_Result` (the stubs' ``BasePool.on_apply`` returns None)."""
@@ -103,12 +172,50 @@ class TaskPool(ThreadTaskPool):
                 # it, and the closing connection puts it back in the queue.
                 return _Result(Future(), job)
             future = self.executor.submit(apply_target, job, args, kwargs, callback, accept_callback)
+            # The task's own limits, else the worker's (-soft-time-limit/--time-limit, set from the pool).
+            self._enforce(job, soft_timeout or self.soft_timeout, timeout or self.timeout, timeout_callback)
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         result = _Result(future, job)
         self._running.add(result)
         future.add_done_callback(lambda _: self._running.discard(result))
         return result
+
+    @property
+    def soft_timeout(self) -> float | None:
+        """Return the worker's soft time limit in seconds (``--soft-time-limit``), or None."""
+        limit: float | None = self.options.get("soft_timeout")
+        return limit
+
+    @property
+    def timeout(self) -> float | None:
+        """Return the worker's hard time limit in seconds (``--time-limit``), or None."""
+        limit: float | None = self.options.get("timeout")
+        return limit
+
+    def _enforce(
+        self, job: _Job, soft: float | None, hard: float | None, report: Callable[[bool, float], None] | None
+    ) -> None:
+        """Schedule ``job``'s soft and hard time limits; ``report`` is the request's ``on_timeout``."""
+
+        def soft_limit() -> None:
+            if job.interrupt(SoftTimeLimitExceeded) and report is not None and soft is not None:
+                report(True, soft)
+
+        def hard_limit() -> None:
+            # As when a prefork child is killed: the task stops, and on_timeout alone reports and acks it.
+            if job.interrupt(HardTimeLimitExceeded) and report is not None and hard is not None:
+                report(False, hard)
+
+        if soft:
+            self._watchdog.at(soft, soft_limit)
+        if hard:
+            self._watchdog.at(hard, hard_limit)
+
+    def _get_info(self) -> dict[str, Any]:
+        info = super()._get_info()
+        info["timeouts"] = (self.soft_timeout or 0, self.timeout or 0)  # as the prefork pool reports them
+        return info
 
     def on_stop(self) -> None:
         """Stop taking tasks; wait for running ones only in a warm shutdown (see the module docstring)."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from . import environment
-from .environment import RUN_DIR, env
+from .environment import RUN_DIR, env, env_bool, env_hosts, env_int, typed, url_with_scheme
 
 # ------------------------------------------------------------------------------
 # Core
@@ -11,8 +11,8 @@ from .environment import RUN_DIR, env
 BASE_DIR = environment.BASE_DIR
 TIME_ZONE = environment.TIME_ZONE
 SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="")
-DEBUG = env.bool("DJANGO_DEBUG", default=False)
-ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1"])
+DEBUG = env_bool("DJANGO_DEBUG", default=False)
+ALLOWED_HOSTS = env_hosts("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1"])
 USE_TZ = True
 LANGUAGE_CODE = "en-us"
 ROOT_URLCONF = "{{ cookiecutter.project_slug }}.config.urls"
@@ -64,13 +64,20 @@ TEMPLATES = [
 STATIC_URL = "static/"
 STATIC_ROOT = RUN_DIR / "static"
 # The ASGI app serves static files itself (asgi.py) unless a proxy or CDN does.
-SERVE_STATIC = env.bool("DJANGO_SERVE_STATIC", default=True)
+SERVE_STATIC = env_bool("DJANGO_SERVE_STATIC", default=True)
 
 # ------------------------------------------------------------------------------
 # Database: SQLite under RUN_DIR unless DATABASE_URL names another (PostgreSQL in production).
 # ------------------------------------------------------------------------------
 # An empty value counts as unset, so production settings can name it as missing.
-DATABASES = {"default": env.db_url_config(env.str("DATABASE_URL", default="") or f"sqlite:///{RUN_DIR / 'db.sqlite3'}")}
+DATABASES = {
+    "default": typed(
+        "DATABASE_URL",
+        env.db_url_config(f"sqlite:///{RUN_DIR / 'db.sqlite3'}"),
+        lambda raw: env.db_url_config(url_with_scheme(raw, ("postgres", "postgresql", "sqlite"))),
+        "a postgres:// or postgresql:// URL (sqlite:// outside production)",
+    )
+}
 DATABASES["default"]["ATOMIC_REQUESTS"] = False
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL lets the web process read while a worker writes; the timeout rides out short locks.
@@ -80,13 +87,18 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
 else:
-    DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+    DATABASES["default"]["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", default=60)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 
 # ------------------------------------------------------------------------------
 # E-mail: printed to the console unless an SMTP URL is given.
 # ------------------------------------------------------------------------------
-_email = env.email_url_config(env.str("EMAIL_URL", default="") or "consolemail://")
+_email = typed(
+    "EMAIL_URL",
+    env.email_url_config("consolemail://"),
+    lambda raw: env.email_url_config(url_with_scheme(raw, env.EMAIL_SCHEMES)),
+    f"an e-mail URL with one of the schemes {', '.join(env.EMAIL_SCHEMES)} (smtp+tls://user:password@host:587)",
+)
 MAILERS = {
     "default": {
         "BACKEND": _email["EMAIL_BACKEND"],
@@ -116,5 +128,14 @@ LOGGING = {
 # Integrations, one module each: Celery and the worker pools, storage and the claim check, the jobs API.
 # ------------------------------------------------------------------------------
 from .celery import *  # noqa: E402, F403
+from .celery import CELERY_BROKER_URL  # noqa: E402
 from .jobs import *  # noqa: E402, F403
 from .storages import *  # noqa: E402, F403
+
+if CELERY_BROKER_URL.startswith("filesystem"):
+    # kombu.connection warns "No hostname was supplied. Reverting to default 'localhost'" each time it describes
+    # a connection (18 times as the stack starts); the filesystem broker has no host, so that one message is noise.
+    LOGGING["filters"] = {
+        "broker_has_no_host": {"()": "{{ cookiecutter.project_slug }}.core.logfilters.DropMessages", "prefixes": ["No hostname was supplied."]}
+    }
+    LOGGING["loggers"] = {"kombu.connection": {"filters": ["broker_has_no_host"]}}

@@ -6,23 +6,31 @@ from {{ cookiecutter.project_slug }} import pools
 from {{ cookiecutter.project_slug }}.worker.queues import broker_transport_options, kombu_queues
 
 from . import environment
-from .environment import RUN_DIR, env
+from .environment import RUN_DIR, env, env_int, env_url
 
 # ------------------------------------------------------------------------------
 # Celery: broker on the local filesystem unless CELERY_BROKER_URL is set (Redis in production).
 # https://docs.celeryq.dev/en/stable/userguide/configuration.html
 # ------------------------------------------------------------------------------
 WORKER_POOLS = pools.POOLS
-CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="") or "filesystem://"
-CELERY_RESULT_BACKEND = env.str(
+CELERY_BROKER_URL = env_url(
+    "CELERY_BROKER_URL",
+    "filesystem://",
+    ("redis", "rediss", "filesystem"),
+    "a redis:// or rediss:// URL (filesystem:// outside production)",
+)
+CELERY_RESULT_BACKEND = env_url(
     "CELERY_RESULT_BACKEND",
-    default=CELERY_BROKER_URL if CELERY_BROKER_URL.startswith("redis") else f"file://{RUN_DIR / 'results'}",
+    CELERY_BROKER_URL if CELERY_BROKER_URL.startswith("redis") else f"file://{RUN_DIR / 'results'}",
+    ("redis", "rediss", "file"),
+    "a redis:// or rediss:// URL (file:// outside production)",
 )
 # Queues, the default queue, the transport timeouts and the soft shutdown are derived from the registry.
 CELERY_TASK_QUEUES = kombu_queues(WORKER_POOLS)
 CELERY_TASK_DEFAULT_QUEUE = WORKER_POOLS[0].queue
 CELERY_BROKER_TRANSPORT_OPTIONS = broker_transport_options(CELERY_BROKER_URL, RUN_DIR, WORKER_POOLS)
 CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = broker_transport_options(CELERY_RESULT_BACKEND, RUN_DIR, WORKER_POOLS)
+# The shortest pool's: a worker started for one pool (-Q <pool>) applies its pool's own ({{ cookiecutter.project_slug }}.worker.app).
 CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = pools.soft_shutdown_timeout(WORKER_POOLS)
 
 # ------------------------------------------------------------------------------
@@ -58,6 +66,8 @@ CELERY_TASK_CREATE_MISSING_QUEUES = False
 CELERY_TASK_SEND_SENT_EVENT = True
 CELERY_WORKER_SEND_TASK_EVENTS = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# A task's print() and the console e-mail backend write to stdout, which Celery logs: as INFO, not WARNING.
+CELERY_WORKER_REDIRECT_STDOUTS_LEVEL = "INFO"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Celery's Django fixup closes the database connection around every task unless this is set; the
 # idempotency app closes it as Django does per request instead (CONN_MAX_AGE, broken connections).
@@ -69,9 +79,9 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(RUN_DIR / "celerybeat-schedule")
 # Idempotent tasks ({{ cookiecutter.project_slug }}/idempotency/): one status row per key.
 # ------------------------------------------------------------------------------
 # How often, in seconds, the reaper publishes again tasks whose delivery died holding the lease.
-IDEMPOTENCY_REAPER_INTERVAL = env.int("IDEMPOTENCY_REAPER_INTERVAL", default=60)
+IDEMPOTENCY_REAPER_INTERVAL = env_int("IDEMPOTENCY_REAPER_INTERVAL", default=60, minimum=1)
 # Seconds a succeeded or failed row is kept (and so deduplicates its key) before it is pruned.
-IDEMPOTENCY_RETENTION = env.int("IDEMPOTENCY_RETENTION", default=7 * 24 * 3600)
+IDEMPOTENCY_RETENTION = env_int("IDEMPOTENCY_RETENTION", default=7 * 24 * 3600, minimum=1)
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "idempotency-reap-expired-leases": {
         "task": "{{ cookiecutter.project_slug }}.idempotency.tasks.reap_expired_leases",
@@ -81,6 +91,14 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     # Blobs older than CLAIMCHECK_ORPHAN_TTL (settings/storages.py).
     "claimcheck-sweep-orphans": {"task": "{{ cookiecutter.project_slug }}.claimcheck.tasks.sweep_orphans", "schedule": 3600.0},
 }
+# The filesystem broker keeps every message for every queue ever bound, consumed or not (a stopped Flower's
+# events): beat deletes the messages of non-task queues older than this many seconds, and unbinds those queues.
+BROKER_FILES_MAX_AGE = env.int("BROKER_FILES_MAX_AGE", default=300)
+if CELERY_BROKER_URL.startswith("filesystem"):
+    CELERY_BEAT_SCHEDULE["broker-sweep-files"] = {
+        "task": "{{ cookiecutter.project_slug }}.worker.tasks.sweep_broker_files",
+        "schedule": float(BROKER_FILES_MAX_AGE),
+    }
 
 
 # ------------------------------------------------------------------------------

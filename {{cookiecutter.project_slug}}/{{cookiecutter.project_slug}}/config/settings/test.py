@@ -5,6 +5,7 @@ from {{ cookiecutter.project_slug }}.worker.queues import broker_transport_optio
 
 from .base import *  # noqa: F403
 from .base import BASE_DIR, CELERY_BROKER_URL, CELERY_RESULT_BACKEND, INSTALLED_APPS, RUN_DIR, env
+from .environment import env_float
 
 SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="test-only-insecure-key")
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
@@ -19,7 +20,7 @@ if _smtp := env.str("TEST_SMTP_URL", default=""):
         }
     }
 # Streams ping and poll often, so SSE tests see pings and changes within a second.
-JOBS_SSE_PING_SECONDS = env.float("JOBS_SSE_PING_SECONDS", default=1.0)
+JOBS_SSE_PING_SECONDS = env_float("JOBS_SSE_PING_SECONDS", default=1.0)
 JOBS_SSE_POLL_SECONDS = 0.1
 WORKER_POOLS = pools.scaled(
     pools.POOLS,
@@ -28,6 +29,7 @@ WORKER_POOLS = pools.scaled(
 # The timings derived from the registry, derived again from the shortened limits (queue names are unchanged).
 CELERY_BROKER_TRANSPORT_OPTIONS = broker_transport_options(CELERY_BROKER_URL, RUN_DIR, WORKER_POOLS)
 CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = broker_transport_options(CELERY_RESULT_BACKEND, RUN_DIR, WORKER_POOLS)
+# The shortest pool's: a worker started for one pool (-Q <pool>) applies its pool's own ({{ cookiecutter.project_slug }}.worker.app).
 CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = pools.soft_shutdown_timeout(WORKER_POOLS)
 
 # Test-only apps and tasks: tests/effects counts side effects; the modules of tests/tasks/ hold the tasks

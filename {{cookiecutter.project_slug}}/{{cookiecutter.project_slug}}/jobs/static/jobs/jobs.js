@@ -5,6 +5,8 @@ const config = JSON.parse(document.getElementById("config").textContent);
 // The registered job kinds: name, label, content types, file name endings, largest upload.
 const kinds = JSON.parse(document.getElementById("job-kinds").textContent);
 const rows = new Map();
+// The job the upload status line speaks of: its final state replaces "job started.".
+let announced = null;
 
 function csrfToken() {
   const match = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
@@ -33,9 +35,33 @@ function kindOf(file) {
     || null;
 }
 
-function cell(text) {
+function cell(text, className = "") {
   const td = document.createElement("td");
   td.textContent = text;
+  td.className = className;
+  return td;
+}
+
+function say(text, isError = false) {
+  // Refusals and failures read as errors, not as one more line of progress.
+  const status = document.getElementById("upload-status");
+  status.textContent = text;
+  status.classList.toggle("error", isError);
+}
+
+function errorText(error) {
+  // The short class name and the message; the class path stays in the API's "type" for programs.
+  const name = error.name || String(error.type || "Error").split(".").pop();
+  return `${name}: ${error.message}`;
+}
+
+function startedCell(state) {
+  // Jobs of the same file are told apart by when they were started, shown in the reader's time zone.
+  const td = cell("", "started");
+  const time = document.createElement("time");
+  time.dateTime = state.created;
+  time.textContent = new Date(state.created).toLocaleString(undefined, { dateStyle: "short", timeStyle: "medium" });
+  td.append(time);
   return td;
 }
 
@@ -44,11 +70,10 @@ function rowFor(state) {
   if (!row) {
     row = document.createElement("tr");
     row.dataset.job = state.id;
-    row.append(cell(state.filename || "(no name)"), cell(state.kind), document.createElement("td"),
-      document.createElement("td"), document.createElement("td"));
-    row.children[3].innerHTML = '<div class="bar"><div class="fill"></div><span class="label"></span></div>' +
+    row.append(cell(state.filename || "(no name)", "file"), cell(state.kind, "kind"), startedCell(state),
+      cell("", "status"), cell("", "progress"), cell("", "links"));
+    row.querySelector("td.progress").innerHTML = '<div class="bar"><div class="fill"></div><span class="label"></span></div>' +
       '<div class="progress-message"></div>';
-    row.children[4].className = "links";
     document.querySelector("#jobs tbody").prepend(row);
     rows.set(state.id, row);
     document.getElementById("no-jobs").hidden = true;
@@ -63,16 +88,16 @@ function render(state) {
   const badge = document.createElement("span");
   badge.className = `badge ${state.status}`;
   badge.textContent = state.status;
-  row.children[2].replaceChildren(badge);
+  row.querySelector("td.status").replaceChildren(badge);
   const fraction = state.status === "succeeded" ? 1 : (state.progress && state.progress.fraction) || 0;
   const percent = Math.round(fraction * 100);
   row.querySelector(".fill").style.width = `${percent}%`;
   row.querySelector(".label").textContent = `${percent} %`;
   row.querySelector(".bar").dataset.percent = String(percent);
-  const message = state.error ? `${state.error.type}: ${state.error.message}` : (state.progress && state.progress.message) || "";
+  const message = state.error ? errorText(state.error) : (state.progress && state.progress.message) || "";
   row.querySelector(".progress-message").textContent = message;
   row.querySelector(".progress-message").classList.toggle("error", Boolean(state.error));
-  const links = row.children[4];
+  const links = row.querySelector("td.links");
   links.replaceChildren();
   for (const [name, url] of Object.entries(state.links || {})) {
     const a = document.createElement("a");
@@ -80,6 +105,12 @@ function render(state) {
     a.textContent = name;
     a.setAttribute("download", name);
     links.append(a);
+  }
+  if (state.final && state.id === announced) {
+    announced = null;
+    const name = state.filename || "(no name)";
+    if (state.status === "failed") say(`${name}: job failed: ${state.error ? errorText(state.error) : "no reason given"}`, true);
+    else say(`${name}: job ${state.status}.`);
   }
 }
 
@@ -119,15 +150,14 @@ function follow(state) {
 }
 
 async function upload(file) {
-  const status = document.getElementById("upload-status");
   const found = kindOf(file);
   if (!found) {
     const accepted = kinds.map((kind) => kind.label).join(", ") || "none registered";
-    status.textContent = `${file.name}: no kind of job takes this file (kinds: ${accepted}).`;
+    say(`${file.name}: refused, no kind of job takes this file (kinds: ${accepted}).`, true);
     return;
   }
   const kind = found.name;
-  status.textContent = `Uploading ${file.name}...`;
+  say(`Uploading ${file.name}...`);
   // A browser may send no type (or a generic one) for a file the kind knows by its name ending.
   const contentType = found.content_types.includes(file.type) ? file.type : found.content_types[0];
   const form = await api(config.uploads, { kind, filename: file.name, content_type: contentType, size: file.size });
@@ -148,10 +178,11 @@ async function upload(file) {
     const data = await response.json().catch(() => ({}));
     throw new Error(data.error ? data.error.message : `upload failed: HTTP ${response.status}`);
   }
-  status.textContent = `Starting the job for ${file.name}...`;
+  say(`Starting the job for ${file.name}...`);
   const started = await api(config.jobs, { kind, upload: form.upload });
   const state = await api(started.urls.status);
-  status.textContent = `${file.name}: job started.`;
+  say(`${file.name}: job started.`);
+  announced = state.id;
   follow(state);
 }
 
@@ -185,7 +216,7 @@ document.getElementById("upload-form")?.addEventListener("submit", async (event)
     await upload(input.files[0]);
     input.value = "";
   } catch (error) {
-    document.getElementById("upload-status").textContent = `Error: ${error.message}`;
+    say(`Refused: ${error.message}`, true);
   } finally {
     button.disabled = false;
   }

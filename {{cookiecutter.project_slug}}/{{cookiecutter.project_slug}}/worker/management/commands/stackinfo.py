@@ -1,4 +1,4 @@
-"""Print what the local stack runs on and the URLs to open."""
+"""Print what the local stack runs on: database, broker, storage, pools and ports."""
 
 import os
 from typing import Any
@@ -10,7 +10,7 @@ from {{ cookiecutter.project_slug }}.worker.queues import pools_in_force
 
 
 class Command(BaseCommand):
-    """Print the services and URLs of the local stack."""
+    """Print the services and ports of the local stack."""
 
     help = __doc__
 
@@ -24,7 +24,5 @@ class Command(BaseCommand):
         self.stdout.write(f"storage:   {storage}")
         for pool in pools_in_force():
             self.stdout.write(f"pool:      {pool.name:<8} {pool.pool} - {pool.purpose}")
-        self.stdout.write(f"web:       http://127.0.0.1:{web}/")
-        self.stdout.write(f"admin:     http://127.0.0.1:{web}/admin/")
-        user = settings.FLOWER_USER or "?"
-        self.stdout.write(f"flower:    http://127.0.0.1:{flower}/ (user {user}, password in .env)")
+        # Opened now, they would not answer yet: stacksummary prints them (and the demo password) once they do.
+        self.stdout.write(f"urls:      web :{web}, Flower :{flower}; printed in full once the stack answers")
