@@ -100,7 +100,8 @@ def test_a_max_age_that_is_not_positive_is_refused(tmp_path: Path):
 def test_beat_sweeps_the_filesystem_broker_only(tmp_path):
     show = ["-c", "import django; django.setup(); from django.conf import settings as s; print(s.CELERY_BEAT_SCHEDULE)"]
     local = run_django(show, f"{PACKAGE}.config.settings.local", {"RUN_DIR": str(tmp_path)})
-    assert "'{{ cookiecutter.project_slug }}.worker.tasks.sweep_broker_files', 'schedule': 300.0" in local.stdout, local.stdout + local.stderr
+    scheduled = f"'{PACKAGE}.worker.tasks.sweep_broker_files', 'schedule': 300.0"
+    assert scheduled in local.stdout, local.stdout + local.stderr
     env = {"RUN_DIR": str(tmp_path), "CELERY_BROKER_URL": "redis://127.0.0.1:1/0"}
     redis = run_django(show, f"{PACKAGE}.config.settings.local", env)
     assert redis.returncode == 0, redis.stderr

@@ -225,7 +225,7 @@ def ping() -> str:
 
 def test_every_task_module_of_the_project_imports():
     modules = checks.task_modules()
-    assert (f"{PACKAGE}.demo.tasks", True) in modules
+    assert (f"{PACKAGE}.worker.tasks", True) in modules
     assert ("tests.tasks.pools", False) in modules  # CELERY_IMPORTS of the test settings
     assert checks.task_module_errors(modules) == []
 
@@ -238,7 +238,7 @@ def test_a_task_module_that_does_not_import_is_an_error(tmp_path, monkeypatch):
             ("broken_tasks", False),
             ("no_such_tasks", False),
             ("django.contrib.auth.tasks", True),  # an installed app without tasks
-            (f"{PACKAGE}.demo.tasks", True),
+            (f"{PACKAGE}.worker.tasks", True),
         ]
     )
     assert [(e.id, e.obj) for e in errors] == [("tasks.E001", "broken_tasks"), ("tasks.E001", "no_such_tasks")]

@@ -130,8 +130,16 @@ def test_each_pool_worker_applies_its_own_soft_shutdown(start_worker, clean_brok
     # A short pool (default) must not shorten the reports pool's soft shutdown, as one global setting did.
     assert own["default"] == SOFT_SHUTDOWN < own["reports"]
     workers = {queue: start_worker(queue) for queue in own}
-    conf = celery_app.control.inspect(timeout=5).conf(with_defaults=True) or {}
-    applied = {node.split("@")[0].rsplit("-", 1)[0]: c["worker_soft_shutdown_timeout"] for node, c in conf.items()}
+    applied: dict[str, int] = {}
+
+    def both_answer() -> bool:
+        # A worker's heartbeat file can appear before its control channel answers: ask until both do.
+        conf = celery_app.control.inspect(timeout=2).conf(with_defaults=True) or {}
+        for node, node_conf in conf.items():
+            applied[node.split("@")[0].rsplit("-", 1)[0]] = node_conf["worker_soft_shutdown_timeout"]
+        return applied.keys() == own.keys()
+
+    wait_until(both_answer, 30, "both workers to answer the conf inspection")
     assert applied == own
 
     for queue, worker in workers.items():

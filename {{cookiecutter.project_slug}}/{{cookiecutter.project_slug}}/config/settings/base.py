@@ -136,6 +136,9 @@ if CELERY_BROKER_URL.startswith("filesystem"):
     # kombu.connection warns "No hostname was supplied. Reverting to default 'localhost'" each time it describes
     # a connection (18 times as the stack starts); the filesystem broker has no host, so that one message is noise.
     LOGGING["filters"] = {
-        "broker_has_no_host": {"()": "{{ cookiecutter.project_slug }}.core.logfilters.DropMessages", "prefixes": ["No hostname was supplied."]}
+        "broker_has_no_host": {
+            "()": "{{ cookiecutter.project_slug }}.core.logfilters.DropMessages",
+            "prefixes": ["No hostname was supplied."],
+        },
     }
     LOGGING["loggers"] = {"kombu.connection": {"filters": ["broker_has_no_host"]}}
