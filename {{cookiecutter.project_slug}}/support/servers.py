@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -51,9 +51,9 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str, interva
     raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
-def port_open(port: int) -> bool:
-    """Return whether something accepts TCP connections on 127.0.0.1:``port``."""
-    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    """Return whether something accepts TCP connections on ``host``:``port``."""
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.2):
         return True
     return False
 
@@ -207,39 +207,39 @@ class TcpProxy:
 
 
 @contextlib.contextmanager
-def redis_server(workdir: Path) -> Iterator[str]:
-    """Run ``redis-server`` on a free port; yield its URL."""
+def redis_server(workdir: Path, host: str = "127.0.0.1", prefix: Sequence[str] = ()) -> Iterator[str]:
+    """Run ``redis-server`` on a free port of ``host`` (inside ``prefix``, e.g. ``ip netns exec``); yield its URL."""
     binary = find_binary("redis-server")
     if binary is None:
         raise ServiceUnavailableError("redis-server is not installed (apt-get install redis-server)")
-    port = free_port()
+    port = free_port() if not prefix else 6379  # a namespace of its own has every port free
     workdir.mkdir(parents=True, exist_ok=True)
-    proc = Process(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(workdir)],
-        workdir / "redis.log",
-    ).start()
+    argv = [binary, "--port", str(port), "--bind", host, "--save", "", "--appendonly", "no", "--dir", str(workdir)]
+    if host != "127.0.0.1":
+        argv += ["--protected-mode", "no"]  # other test hosts connect; the network is the test's own
+    proc = Process([*prefix, *argv], workdir / "redis.log").start()
     try:
-        wait_until(lambda: port_open(port) or not proc.alive(), 20, "redis-server to listen")
+        wait_until(lambda: port_open(port, host) or not proc.alive(), 20, "redis-server to listen")
         if not proc.alive():
             raise ServiceUnavailableError(f"redis-server exited: {proc.log()[-2000:]}")
-        yield f"redis://127.0.0.1:{port}/0"
+        yield f"redis://{host}:{port}/0"
     finally:
         proc.stop()
 
 
 @contextlib.contextmanager
-def postgres_server(workdir: Path) -> Iterator[str]:
-    """Run PostgreSQL from a fresh ``initdb`` on a free port; yield a URL of its ``app`` database."""
+def postgres_server(workdir: Path, host: str = "127.0.0.1", prefix: Sequence[str] = ()) -> Iterator[str]:
+    """Run PostgreSQL from a fresh ``initdb`` on a free port of ``host`` (inside ``prefix``); yield its ``app`` URL."""
     pg_dirs = ("/usr/lib/postgresql/*/bin",)
     initdb, pg_ctl = find_binary("initdb", pg_dirs), find_binary("pg_ctl", pg_dirs)
     if initdb is None or pg_ctl is None:
         raise ServiceUnavailableError("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
     data = workdir / "pgdata"
-    port = free_port()
+    port = free_port() if not prefix else 5432  # a namespace of its own has every port free
     env = dict(os.environ)
-    run_as: list[str] = []
+    run_as: list[str] = [*prefix]
     if os.geteuid() == 0:  # PostgreSQL refuses to run as root: use an unprivileged user
-        run_as = ["runuser", "-u", "nobody", "--"]
+        run_as += ["runuser", "-u", "nobody", "--"]
         workdir.mkdir(parents=True, exist_ok=True)
         shutil.chown(workdir, "nobody")
     workdir.mkdir(parents=True, exist_ok=True)
@@ -250,7 +250,10 @@ def postgres_server(workdir: Path) -> Iterator[str]:
         capture_output=True,
         env=env,
     )
-    options = f"-k {workdir} -h 127.0.0.1 -p {port} -c fsync=off -c full_page_writes=off -c max_connections=200"
+    if host != "127.0.0.1":  # the other hosts of a test network connect; the network is the test's own
+        with (data / "pg_hba.conf").open("a") as hba:
+            hba.write("host all all 0.0.0.0/0 trust\n")
+    options = f"-k {workdir} -h {host} -p {port} -c fsync=off -c full_page_writes=off -c max_connections=200"
     subprocess.run(
         [*run_as, pg_ctl, "-D", str(data), "-o", options, "-l", str(workdir / "postgres.log"), "-w", "start"],
         check=True,
@@ -259,11 +262,11 @@ def postgres_server(workdir: Path) -> Iterator[str]:
     )
     try:
         subprocess.run(
-            [*run_as, createdb, "-h", "127.0.0.1", "-p", str(port), "-U", "app", "app"],
+            [*run_as, createdb, "-h", host, "-p", str(port), "-U", "app", "app"],
             check=True,
             capture_output=True,
         )
-        yield f"postgres://app@127.0.0.1:{port}/app"
+        yield f"postgres://app@{host}:{port}/app"
     finally:
         subprocess.run([*run_as, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True, check=False)
 
