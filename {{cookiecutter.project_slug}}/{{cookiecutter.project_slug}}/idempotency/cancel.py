@@ -26,7 +26,7 @@ def cancel(key: str) -> TaskResult:
     One conditional UPDATE decides: a pending row never runs (every claim refuses a cancelled row),
     and a running one loses its owner fence, so its next progress report stops it and its outcome is
     discarded. Once that commits, the running delivery is also terminated by its pool (a revoke with
-    terminate: a prefork child gets SIGTERM, the project's threads pool raises ``WorkerTerminate`` in
+    terminate: a prefork child is killed, the project's threads pool raises ``WorkerTerminate`` in
     the task's thread), for bodies that report no progress. Its argument blob goes as at any final state.
     """
     for _ in range(3):  # each pass decides, unless a claim or an outcome changed the row in between
@@ -57,7 +57,9 @@ def _terminate(task_id: str, key: str) -> None:
     from celery import current_app
 
     try:
-        current_app.control.revoke(task_id, terminate=True, signal="SIGTERM")
+        # SIGKILL: a prefork child inherits the worker's SIGTERM handler (REMAP_SIGTERM) and would run on. The
+        # row is final already, so the killed body leaves nothing owed; the threads pool ignores the signal.
+        current_app.control.revoke(task_id, terminate=True, signal="SIGKILL")
     except Exception:
         # The row is cancelled already: the delivery stops at its next progress report, or runs to an outcome
         # nobody records.
