@@ -150,7 +150,8 @@ def test_a_running_call_stops_at_its_next_progress_report(start_worker, monkeypa
     wait_until(lambda: "'steps': the row is no longer this delivery's" in worker.log(), 30, "the task to stop")
     stopped = row("steps")
     assert stopped.status == Status.CANCELLED
-    assert stopped.progress is not None and stopped.progress < 1.0
+    assert stopped.progress is not None
+    assert stopped.progress < 1.0
     assert tasks.count("runs:steps") == 1
     tasks.make_effect.using(key="next").enqueue("next")
     wait_for_status("next", Status.SUCCEEDED, 60)  # the worker carries on

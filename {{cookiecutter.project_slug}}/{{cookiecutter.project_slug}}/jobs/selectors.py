@@ -177,8 +177,11 @@ def note(status: str, attempts: dict[str, Any], worker: str | None, waiting: dic
         }[waiting["reason"]]
     if status == Status.RUNNING:
         return f"running on {worker or 'a worker'} ({attempt(made)})"
+    tried = f"{made} attempt{'s' if made != 1 else ''}"
     if status == Status.FAILED:
-        return f"failed after {made} attempt{'s' if made != 1 else ''}"
+        return f"failed after {tried}"
+    if status == Status.CANCELLED:
+        return f"cancelled after {tried}" if made else "cancelled before it started"
     return status
 
 
