@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import os
+import signal
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -22,7 +24,9 @@ from {{ cookiecutter.project_slug }}.idempotency.models import Status, TaskRecor
 from {{ cookiecutter.project_slug }}.jobs.models import Job
 from {{ cookiecutter.project_slug }}.jobs.views import event_stream
 
+from support.servers import wait_until
 from support.web import parse_events
+from tests.tasks import idempotency as effects
 
 pytestmark = pytest.mark.django_db(transaction=True)  # cancel deletes on commit; the stream reads from a thread
 
@@ -187,3 +191,27 @@ def test_the_state_says_what_a_waiting_or_running_job_waits_for(client_alice, al
     assert states["lost.csv"]["error"] == {"type": "LeaseExpired", "name": "LeaseExpired", "message": "lease expired"}
     assert states["running.csv"]["waiting"] is None
     assert json.loads(json.dumps(states))  # plain JSON all through
+
+
+@pytest.mark.workers
+@pytest.mark.timeout(120)
+def test_a_job_whose_worker_is_lost_says_so_while_it_waits_for_its_retry(client_alice, alice, start_worker):
+    job = Job.objects.create(owner=alice, kind="lines", task_key="job:lost", filename="lost.csv")
+    effects.make_effect.using(key=job.task_key).enqueue("lost", first_run_seconds=30.0)
+    doomed = start_worker("default", "-c", "1", name="doomed")
+    wait_until(lambda: effects.count("runs:lost") == 1, 60, "the first run to start")
+    running = client_alice.get(f"/api/jobs/{job.id}").json()
+    assert running["worker"].startswith("doomed@")
+    assert running["note"].startswith(f"running on {running['worker']} (attempt 1 of ")
+
+    os.killpg(doomed.pid, signal.SIGKILL)  # the worker and its pool child die without a word
+    doomed.wait(timeout=10)
+    lease = TaskRecord.objects.get(key=job.task_key).lease_expires_at
+    assert lease is not None
+    wait_until(lambda: timezone.now() > lease, 30, "the lease to expire")
+    maintenance.reap_expired_leases()  # as beat would
+    lost = client_alice.get(f"/api/jobs/{job.id}").json()
+    assert (lost["status"], lost["final"], lost["worker"]) == ("pending", False, None)
+    assert lost["waiting"]["reason"] == "worker_lost"
+    assert lost["note"].startswith("worker lost: retrying (attempt 2 of ")
+    assert lost["error"]["name"] == "LeaseExpired"
