@@ -188,3 +188,63 @@ def test_sign_in_upload_watch_progress_and_download(
     assert screenshot.stat().st_size > 10_000
     # Kept for a person to look at: pytest prints it with -rP.
     print(f"screenshot: {screenshot}")
+
+
+def test_the_page_says_where_a_job_waits_or_runs_and_cancels_it(
+    claimcheck_backend, start_worker, worker_env, django_user_model, tmp_path
+):
+    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+    executable = chromium()
+    django_user_model.objects.create_user("dana", "dana@example.com", PASSWORD)
+    env = {**worker_env, **claimcheck_backend.env}
+    web, base = start_web(env, tmp_path / "logs")
+    waiting_path = tmp_path / "waiting.csv"
+    waiting_path.write_bytes(customer_csv(500, seed=13).data)
+    long_path = tmp_path / "long.csv"
+    long_path.write_bytes(customer_csv(400_000, seed=14).data)
+    screenshot = Path(os.environ.get("SCREENSHOT_DIR") or tmp_path) / "jobs-page-cancel.png"
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, headless=True)
+        page = browser.new_context(viewport={"width": 1200, "height": 700}).new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(base + "/")
+        page.fill("input[name=username]", "dana")
+        page.fill("input[name=password]", PASSWORD)
+        page.click("button[type=submit]")
+        page.wait_for_selector("#upload-form")
+
+        # No reports worker yet: the job says it is queued, and since when.
+        page.set_input_files("#file", str(waiting_path))
+        page.click("#start")
+        waiting = page.locator("#jobs tbody tr", has=page.locator("td.file", has_text="waiting.csv"))
+        waiting.locator(".state-note", has_text="queued, waiting for a worker, since").wait_for(timeout=30_000)
+        waiting.locator("button.cancel").click()
+        waiting.locator(".badge.cancelled").wait_for(timeout=10_000)
+        assert waiting.get_attribute("data-status") == "cancelled"
+        assert waiting.locator("button.cancel").count() == 0  # a final job offers no cancel
+        assert waiting.locator(".state-note").inner_text() == "cancelled before it started"
+
+        # A running report says on which worker and which attempt; cancelling stops it.
+        page.set_input_files("#file", str(long_path))
+        page.click("#start")
+        running = page.locator("#jobs tbody tr", has=page.locator("td.file", has_text="long.csv"))
+        running.locator(".state-note", has_text="queued").wait_for(timeout=30_000)
+        start_worker("reports", env=env, name="reports-0")
+        note = running.locator(".state-note", has_text="running on reports-0@")
+        note.wait_for(timeout=60_000)
+        assert "(attempt 1 of " in note.inner_text()
+        running.locator(".bar:not([data-percent='0'])").wait_for(timeout=60_000)
+        page.screenshot(path=str(screenshot.with_name("jobs-page-running.png")), full_page=True)
+        running.locator("button.cancel").click()
+        running.locator(".badge.cancelled").wait_for(timeout=10_000)
+        stopped_at = int(running.locator(".bar").get_attribute("data-percent") or "0")
+        assert stopped_at < 100
+        page.wait_for_timeout(1500)  # the stream is closed: nothing moves the bar any more
+        assert int(running.locator(".bar").get_attribute("data-percent") or "0") == stopped_at
+        page.screenshot(path=str(screenshot), full_page=True)
+        assert errors == []
+        browser.close()
+    web.stop()
+    print(f"screenshots: {screenshot} and jobs-page-running.png beside it")

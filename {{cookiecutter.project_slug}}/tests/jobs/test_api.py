@@ -166,8 +166,10 @@ def test_unknown_and_foreign_job_ids_answer_404(client_alice, alice):
     assert response.status_code == 200
     state = response.json()
     assert state["id"] == str(mine.id)
-    assert state["status"] == "pending"  # no status row yet: not failed, not lost
-    assert state["final"] is False
+    # The row is written in the job's own transaction: a job without one lost it, and says so.
+    assert state["status"] == "unknown"
+    assert state["final"] is True
+    assert "no longer exists" in state["note"]
     assert state["urls"]["events"] == f"/api/jobs/{mine.id}/events"
     listed = client_alice.get("/api/jobs").json()["jobs"]
     assert [j["id"] for j in listed] == [str(mine.id)]

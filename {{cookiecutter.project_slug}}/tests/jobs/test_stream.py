@@ -134,3 +134,11 @@ def test_open_streams_share_one_status_read_per_tick(django_user_model, settings
     # One batched read per tick for all 30 streams, not one per stream (that would be about 300).
     assert 1 <= reads <= 15, reads
     assert counts == [2] * len(jobs)  # the pending state, then the final one
+
+
+def test_a_cancelled_job_ends_its_stream(job, settings):
+    settings.JOBS_SSE_POLL_SECONDS = 0.02
+    settings.JOBS_SSE_PING_SECONDS = 3600
+    events = parse_events(collect(job, [{"status": "cancelled"}], pause=0.3))
+    states = [data for name, data in events if name == "status"]
+    assert [(s["status"], s["final"]) for s in states] == [("pending", False), ("cancelled", True)]

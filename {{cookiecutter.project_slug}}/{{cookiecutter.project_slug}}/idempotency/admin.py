@@ -1,4 +1,4 @@
-"""Admin for the status rows: filter, read the traceback, retry what failed."""
+"""Admin for the status rows: filter, read the traceback, retry what failed, cancel what has not finished."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from django.http import HttpRequest
 from django.utils.html import format_html
 
 from . import maintenance
-from .models import Status, TaskRecord
+from .cancel import cancel
+from .exceptions import IdempotencyError
+from .models import FINISHED, Status, TaskRecord
 
 
 @admin.register(TaskRecord)
@@ -19,7 +21,7 @@ class TaskRecordAdmin(admin.ModelAdmin):
     list_filter = ("status", "queue", "task_name")
     search_fields = ("key", "=id", "=task_id", "error_type")
     date_hierarchy = "enqueued_at"
-    actions = ("retry_selected",)
+    actions = ("retry_selected", "cancel_selected")
     fieldsets = (
         (None, {"fields": ("id", "key", "task_name", "queue", "status", "attempts", "payload_hash")}),
         ("Call", {"fields": ("args", "kwargs", "task_id", "owner", "lease_expires_at")}),
@@ -58,3 +60,22 @@ class TaskRecordAdmin(admin.ModelAdmin):
         self.message_user(request, f"Retrying {len(retried)} failed task(s).", messages.SUCCESS)
         if skipped:
             self.message_user(request, f"Skipped {skipped} task(s) that had not failed.", messages.WARNING)
+
+    def has_cancel_permission(self, request: HttpRequest) -> bool:
+        """Allow cancelling to who may change status rows, as retrying."""
+        return self.has_retry_permission(request)
+
+    @admin.action(description="Cancel selected pending or running tasks", permissions=["cancel"])
+    def cancel_selected(self, request: HttpRequest, queryset: QuerySet[TaskRecord]) -> None:
+        """Cancel the selected rows that are not final: pending ones never run, running ones are stopped."""
+        cancelled = 0
+        for key in queryset.exclude(status__in=FINISHED).values_list("key", flat=True):
+            try:
+                cancel(key)
+            except IdempotencyError:
+                continue  # it finished (or was pruned) since the list was shown
+            cancelled += 1
+        skipped = queryset.count() - cancelled
+        self.message_user(request, f"Cancelled {cancelled} task(s).", messages.SUCCESS)
+        if skipped:
+            self.message_user(request, f"Skipped {skipped} task(s) that were final already.", messages.WARNING)

@@ -44,9 +44,10 @@ logger = get_task_logger(__name__)
 #: Log lines of deliveries that do not run the body.
 #: (The task logger prefixes each line with the task name and id.)
 SKIPPED_SUCCEEDED = "key %r already succeeded: returning the stored result without running"
+SKIPPED_CANCELLED = "key %r was cancelled: not running it"
 SKIPPED_BUSY = "key %r is running under a live lease (owner %s): not running it twice"
 TAKING_OVER = "%s[%s] key %r: the lease holder %s was a process of this worker that no longer exists; taking over"
-LEASE_LOST = "key %r: lease lost to another delivery; this delivery's outcome is discarded"
+LEASE_LOST = "key %r: the row is no longer this delivery's (taken over, or cancelled); its outcome is discarded"
 RETRYING = "key %r attempt %d/%d failed (%r); retrying in %.1fs"
 DATABASE_UNAVAILABLE = "key %r: the database did not answer the claim (%s); delivering again in %.1fs"
 
@@ -273,6 +274,10 @@ class IdempotentTask(ClaimCheckTask):
             raise TaskAlreadyFailedError(key, record.error_type, record.error_message)
         if claim.outcome is Outcome.EXHAUSTED and record is not None:
             raise AttemptsExhaustedError(key, record.attempts, max_attempts)
+        if claim.outcome is Outcome.CANCELLED:
+            # Cancelling is a final state the caller asked for, not an error: ack the late message, record nothing.
+            logger.info(SKIPPED_CANCELLED, key)
+            raise Ignore()
         logger.info(SKIPPED_BUSY, key, record.owner if record else "?")
         raise Ignore()
 

@@ -43,6 +43,7 @@ class Outcome(enum.Enum):
     SUCCEEDED = "succeeded"  # done before: return the stored result
     BUSY = "busy"  # another delivery holds a live lease: do not run
     FAILED = "failed"  # failed for good before: do not run
+    CANCELLED = "cancelled"  # cancelled on request: do not run, and drop the message quietly
     EXHAUSTED = "exhausted"  # claimed max_attempts times already: failed for good now
     MISMATCH = "mismatch"  # the key belongs to another payload: do not run
 
@@ -126,6 +127,8 @@ def claim(
             return Claim(Outcome.SUCCEEDED, record)
         if record.status == Status.FAILED:
             return Claim(Outcome.FAILED, record)
+        if record.status == Status.CANCELLED:
+            return Claim(Outcome.CANCELLED, record)
         lease_live = record.lease_expires_at is not None and record.lease_expires_at >= now
         if record.status == Status.RUNNING and lease_live and not (dead_owner and record.owner == dead_owner):
             return Claim(Outcome.BUSY, record)

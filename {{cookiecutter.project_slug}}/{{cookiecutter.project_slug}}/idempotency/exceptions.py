@@ -89,3 +89,15 @@ class LeaseLostError(IdempotencyError):
 
 class TaskRecordNotFoundError(IdempotencyError, LookupError):
     """No status row has the given key or id."""
+
+
+class TaskAlreadyFinishedError(IdempotencyError):
+    """A cancel arrived for a row that is final already (succeeded, failed or cancelled)."""
+
+    def __init__(self, key: str, status: str) -> None:
+        super().__init__(key, status)
+        self.key, self.status = key, status
+
+    def __str__(self) -> str:
+        key, status = self.args
+        return f"Task {key!r} is {status} already: a final task cannot be cancelled."

@@ -9,14 +9,18 @@ from functools import partial
 
 from django.db import transaction
 from django.db.models import Q
+from django.dispatch import Signal
 from django.utils import timezone
 
 from .claims import error_fields
 from .exceptions import AttemptsExhaustedError
-from .models import Status, TaskRecord
+from .models import FINISHED, Status, TaskRecord
 from .publishing import PUBLISH_FAILED, publish_or_flag, unflag_unpublished
 
-__all__ = ["ReapReport", "prune_finished", "reap_expired_leases", "retry_failed"]
+__all__ = ["ReapReport", "prune_finished", "reap_expired_leases", "retry_failed", "rows_pruning"]
+
+#: Sent with ``records`` (the final rows about to be deleted) by ``prune_finished``, inside its transaction.
+rows_pruning = Signal()
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,13 +77,26 @@ def reap_expired_leases(*, now: datetime | None = None, limit: int = 500) -> Rea
     return ReapReport(tuple(republished), tuple(failed))
 
 
-def prune_finished(*, older_than: timedelta, now: datetime | None = None) -> int:
-    """Delete succeeded and failed rows finished more than ``older_than`` ago; return how many."""
+def prune_finished(*, older_than: timedelta, now: datetime | None = None, batch_size: int = 1000) -> int:
+    """Delete final rows finished more than ``older_than`` ago; return how many.
+
+    ``rows_pruning`` is sent with each batch before it is deleted, in the same transaction, so an app
+    that shows these calls (the jobs API) keeps their outcome: a pruned row must not read as unstarted.
+    """
     cutoff = (now or timezone.now()) - older_than
-    deleted, _ = TaskRecord.objects.filter(
-        status__in=(Status.SUCCEEDED, Status.FAILED), finished_at__lt=cutoff
-    ).delete()
-    return deleted
+    deleted = 0
+    while True:
+        with transaction.atomic():
+            batch = list(
+                TaskRecord.objects.select_for_update()
+                .filter(status__in=FINISHED, finished_at__lt=cutoff)
+                .order_by("finished_at")[:batch_size]
+            )
+            if not batch:
+                return deleted
+            rows_pruning.send(sender=TaskRecord, records=batch)
+            count, _ = TaskRecord.objects.filter(pk__in=[record.pk for record in batch]).delete()
+            deleted += count
 
 
 def retry_failed(records: Iterable[TaskRecord]) -> list[str]:

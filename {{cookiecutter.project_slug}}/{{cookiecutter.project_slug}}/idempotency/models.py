@@ -21,10 +21,12 @@ class Status(models.TextChoices):
     SUCCEEDED = "succeeded", "Succeeded"
     #: Failed for good: a permanent error, or the last of the allowed attempts failed.
     FAILED = "failed", "Failed"
+    #: Stopped on request (``idempotency.cancel``): a pending row never runs, a running one's outcome is discarded.
+    CANCELLED = "cancelled", "Cancelled"
 
 
 #: Statuses no delivery changes any more.
-FINISHED = (Status.SUCCEEDED, Status.FAILED)
+FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
 
 
 class TaskRecord(models.Model):

@@ -67,7 +67,7 @@ class TaskResult:
 
     @property
     def is_finished(self) -> bool:
-        """Return whether the task succeeded or failed for good."""
+        """Return whether the task succeeded, failed for good or was cancelled."""
         return self.status in FINISHED
 
     def refresh(self) -> TaskResult:

@@ -18,7 +18,18 @@ class JobAdmin(admin.ModelAdmin):
     list_display = ("id", "owner", "kind", "filename", "created", "status_row")
     list_filter = ("kind",)
     search_fields = ("id", "filename", "owner__username", "task_key")
-    readonly_fields = ("id", "owner", "kind", "filename", "created", "task_key", "input", "status_row")
+    readonly_fields = (
+        "id",
+        "owner",
+        "kind",
+        "filename",
+        "created",
+        "task_key",
+        "input",
+        "status_row",
+        "outcome",
+        "results_expired_at",
+    )
     list_select_related = ("owner",)
 
     @admin.display(description="status row")
@@ -26,7 +37,8 @@ class JobAdmin(admin.ModelAdmin):
         """Link to the idempotency status row of the job's task, with its status."""
         row = TaskRecord.objects.filter(key=job.task_key).only("pk", "status").first()
         if row is None:
-            return "-"
+            # Pruned: the job kept its final status.
+            return f"{job.outcome['status']} (pruned)" if job.outcome else "-"
         url = reverse("admin:idempotency_taskrecord_change", args=[row.pk])
         return format_html('<a href="{}">{}</a>', url, row.status)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from {{ cookiecutter.project_slug }}.core.http import ApiError, NotFoundError
+from {{ cookiecutter.project_slug }}.core.http import ApiError, ConflictError, NotFoundError
 
 
 class JobsError(ApiError):
@@ -19,3 +19,9 @@ class UploadRefusedError(JobsError):
     """The uploaded object is missing, too large or of another content type than declared."""
 
     code = "upload_rejected"
+
+
+class JobFinishedError(JobsError, ConflictError):
+    """The job reached a final state already: it cannot be cancelled."""
+
+    code = "job_final"

@@ -9,7 +9,7 @@ from django.db import models
 
 
 class Job(models.Model):
-    """One job a user started; its status, progress and result live in the task's status row."""
+    """One job a user started; its status, progress and result live in the task's status row until it is pruned."""
 
     #: Random, so job URLs cannot be guessed or enumerated.
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
@@ -23,6 +23,10 @@ class Job(models.Model):
     task_key = models.CharField(max_length=200, unique=True)
     #: Claim-check reference of the uploaded input (signed; only the reference travels to the worker).
     input = models.JSONField(default=dict, blank=True)
+    #: The final state as the API showed it, kept when the status row is pruned (``IDEMPOTENCY_RETENTION``).
+    outcome = models.JSONField(null=True, blank=True)
+    #: When the status row was pruned: the outcome stays, the result files' links do not.
+    results_expired_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ("-created",)

@@ -1,4 +1,4 @@
-"""Writes of the jobs app: hand out upload forms, start jobs once per upload."""
+"""Writes of the jobs app: hand out upload forms, start jobs once per upload, cancel them, keep their outcome."""
 
 from __future__ import annotations
 
@@ -10,13 +10,17 @@ from django.conf import settings
 from django.core import signing
 from django.db import transaction
 from django.http import HttpRequest
+from django.utils import timezone
 
 from {{ cookiecutter.project_slug }} import claimcheck
 from {{ cookiecutter.project_slug }}.claimcheck.exceptions import ClaimCheckError
 from {{ cookiecutter.project_slug }}.core.http import InvalidFieldsError, PayloadTooLargeError, choice
+from {{ cookiecutter.project_slug }}.idempotency.cancel import cancel
+from {{ cookiecutter.project_slug }}.idempotency.exceptions import TaskAlreadyFinishedError, TaskRecordNotFoundError
+from {{ cookiecutter.project_slug }}.idempotency.models import TaskRecord
 
-from . import kinds
-from .errors import UnknownJobError, UploadRefusedError
+from . import kinds, selectors
+from .errors import JobFinishedError, UnknownJobError, UploadRefusedError
 from .models import Job
 
 #: Salt of the jobs app's upload tokens: they bind a claim-check upload ticket to a user, a kind and a file name.
@@ -116,3 +120,54 @@ def job_start(*, owner: Any, kind: str, upload: str) -> Job:
 def _task_key(ticket: str) -> str:
     # One upload ticket starts one job, however often the client repeats the request.
     return "job:" + hashlib.sha256(ticket.encode()).hexdigest()
+
+
+def job_cancel(job: Job) -> None:
+    """Cancel ``job``: it never runs if it waits, it stops if it runs; its uploaded file is deleted."""
+    try:
+        cancel(job.task_key)
+    except TaskAlreadyFinishedError as exc:
+        message = f"Job {job.id} is {exc.status} already: only a pending or running job can be cancelled."
+        raise JobFinishedError(message) from None
+    except TaskRecordNotFoundError:
+        message = f"Job {job.id} finished long ago (its status row was pruned): nothing to cancel."
+        raise JobFinishedError(message) from None
+    upload = job.input.get("upload")
+    if isinstance(upload, str):
+        # As the kinds' tasks do once they succeeded: the input is nobody's any more.
+        reference = claimcheck.Reference.from_token(upload)
+        transaction.on_commit(lambda: claimcheck.delete(reference), robust=True)
+
+
+def keep_outcomes(sender: Any, records: list[TaskRecord], **kwargs: Any) -> None:
+    """Copy the final state of the jobs whose status rows are about to be pruned onto the jobs themselves."""
+    by_key = {record.key: record for record in records}
+    now = timezone.now()
+    jobs = list(Job.objects.filter(task_key__in=by_key))
+    for job in jobs:
+        row = {field: getattr(by_key[job.task_key], field) for field in selectors.STATE_FIELDS}
+        # Download links are presigned for minutes and the files go with the row's retention: keep no links.
+        state = selectors.shape(job, row, links=False)
+        job.outcome = {name: state[name] for name in OUTCOME_FIELDS}
+        job.results_expired_at = now
+    Job.objects.bulk_update(jobs, ["outcome", "results_expired_at"])
+
+
+#: What a job keeps of its final state once its status row is pruned.
+OUTCOME_FIELDS = (
+    "id",
+    "kind",
+    "filename",
+    "status",
+    "progress",
+    "attempts",
+    "worker",
+    "waiting",
+    "note",
+    "created",
+    "enqueued",
+    "started",
+    "finished",
+    "error",
+    "result",
+)

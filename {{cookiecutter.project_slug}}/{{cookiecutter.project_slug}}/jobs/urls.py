@@ -12,5 +12,6 @@ urlpatterns = [
     path("api/jobs", views.jobs, name="jobs"),
     path("api/jobs/<str:job_id>", views.job, name="job"),
     path("api/jobs/<str:job_id>/events", views.job_events, name="events"),
+    path("api/jobs/<str:job_id>/cancel", views.job_cancel, name="cancel"),
     path("api/queues", views.queues, name="queues"),
 ]

@@ -78,6 +78,14 @@ def job(request: HttpRequest, job_id: str) -> HttpResponse:
     return JsonResponse(selectors.job_state(found, request))
 
 
+@json_api("POST")
+def job_cancel(request: HttpRequest, job_id: str) -> HttpResponse:
+    """Cancel the job (409 once it is final) and return its state, now ``cancelled``."""
+    found = selectors.job_for(request.user, parse_job_id(job_id))
+    services.job_cancel(found)
+    return JsonResponse(selectors.job_state(found, request))
+
+
 @json_api("GET")
 def queues(request: HttpRequest) -> HttpResponse:
     """Return the messages waiting in each pool's queue."""
@@ -125,7 +133,7 @@ async def event_stream(found: Job, request: HttpRequest | None = None) -> AsyncI
             version, row = await statuses.wait(found.task_key, version, timeout=wait)
             # Presigned links change on every read: only status and progress decide whether to send.
             state = await sync_to_async(selectors.shape, thread_sensitive=False)(found, row, request)
-            seen = (state["status"], state["progress"], state["error"])
+            seen = (state["status"], state["progress"], state["error"], state["note"])
             now = time.monotonic()
             if seen != last:
                 yield sse("status", state)

@@ -65,6 +65,27 @@ function startedCell(state) {
   return td;
 }
 
+function localTime(iso) {
+  return new Date(iso).toLocaleTimeString(undefined, { timeStyle: "medium" });
+}
+
+function noteText(state) {
+  // The API's note says what the job waits for or where it runs; the page adds since when, in the reader's zone.
+  if (state.waiting && state.waiting.since) return `${state.note}, since ${localTime(state.waiting.since)}`;
+  if (state.status === "running" && state.started) return `${state.note}, since ${localTime(state.started)}`;
+  return state.note === state.status ? "" : state.note || "";
+}
+
+async function cancelJob(state, button) {
+  button.disabled = true;
+  try {
+    render(await api(state.urls.cancel, {}));
+  } catch (error) {
+    say(`${state.filename || "(no name)"}: cannot cancel: ${error.message}`, true);
+    button.disabled = false;
+  }
+}
+
 function rowFor(state) {
   let row = rows.get(state.id);
   if (!row) {
@@ -88,7 +109,10 @@ function render(state) {
   const badge = document.createElement("span");
   badge.className = `badge ${state.status}`;
   badge.textContent = state.status;
-  row.querySelector("td.status").replaceChildren(badge);
+  const note = document.createElement("div");
+  note.className = "state-note";
+  note.textContent = noteText(state);
+  row.querySelector("td.status").replaceChildren(badge, note);
   const fraction = state.status === "succeeded" ? 1 : (state.progress && state.progress.fraction) || 0;
   const percent = Math.round(fraction * 100);
   row.querySelector(".fill").style.width = `${percent}%`;
@@ -105,6 +129,20 @@ function render(state) {
     a.textContent = name;
     a.setAttribute("download", name);
     links.append(a);
+  }
+  if (state.expired) {
+    const expired = document.createElement("span");
+    expired.className = "expired hint";
+    expired.textContent = `Results expired ${new Date(state.expired).toLocaleDateString()}`;
+    links.append(expired);
+  }
+  if (!state.final && state.urls && state.urls.cancel) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "cancel";
+    button.textContent = "Cancel";
+    button.addEventListener("click", () => cancelJob(state, button));
+    links.append(button);
   }
   if (state.final && state.id === announced) {
     announced = null;
