@@ -13,7 +13,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from {{ cookiecutter.project_slug }}.core.celery_internals import forget_connections
-from {{ cookiecutter.project_slug }}.idempotency import maintenance, publishing
+from {{ cookiecutter.project_slug }}.idempotency import publishing
 from {{ cookiecutter.project_slug }}.idempotency.models import Status, TaskRecord, WorkerLiveness
 from {{ cookiecutter.project_slug }}.worker.app import app as celery_app
 from {{ cookiecutter.project_slug }}.worker.queues import broker_transport_options, result_backend_transport_options
@@ -85,10 +85,10 @@ def row(key: str) -> TaskRecord:
     return TaskRecord.objects.get(key=key)
 
 
-def wait_final(key: str, timeout: float) -> TaskRecord:
-    """Wait until the row of ``key`` succeeded and its effect is recorded exactly once; return the row."""
+def wait_final(key: str, timeout: float, effect: str | None = None) -> TaskRecord:
+    """Wait until the row of ``key`` succeeded and its effect (by default named ``key``) is recorded once."""
     wait_until(lambda: row(key).status == Status.SUCCEEDED, timeout, f"{key} to succeed")
-    assert Effect.objects.filter(key=key).count() == 1
+    assert Effect.objects.filter(key=effect or key).count() == 1
     return row(key)
 
 
@@ -109,3 +109,104 @@ def test_enqueue_while_redis_is_down_answers_at_once_flags_the_row_and_delivers_
     done = wait_final("redis-down", 30)
     assert done.attempts == 1
     print(f"enqueue with Redis down took {took:.2f}s; delivered {time.monotonic() - healed:.1f}s after restart")
+
+
+def reports_worker(start_worker, name: str, broker_url: str | None = None, env: dict[str, str] | None = None):
+    """Start a worker of the reports pool (prefetch 1: it holds no message it is not running)."""
+    extra = {"CELERY_BROKER_URL": broker_url} if broker_url else {}
+    return start_worker("reports", env={**extra, **(env or {})}, name=name)
+
+
+def test_redis_killed_mid_task_and_restarted_the_row_is_delivered_again(own_redis, start_worker):
+    worker = reports_worker(start_worker, "redis-crash", own_redis.url)
+    tasks.long_report.using(key="crash-report").enqueue("crash-report", seconds=3.0)
+    wait_until(lambda: tasks.count("runs:crash-report") == 1, 30, "the report to start")
+    own_redis.kill()  # the queue, the unacked message and the result backend are gone
+    time.sleep(2)
+    own_redis.start()
+    healed = time.monotonic()
+    # Nobody enqueues again: the worker's recovery pass sees a pending (or orphaned) row and an empty queue.
+    bound = settings.IDEMPOTENCY_REPUBLISH_AFTER * 2 + LIVENESS_BOUND + 10
+    done = wait_final("crash-report", bound)
+    took = time.monotonic() - healed
+    assert took < bound
+    assert done.attempts >= 1
+    assert worker.alive()
+    print(f"Redis kill -9 mid-report: final {took:.1f}s after the restart, attempts {done.attempts}")
+
+
+def test_committed_row_never_published_is_delivered_by_the_recovery_pass(transactional_db, start_worker):
+    # As if the web process died between the commit and the publish: the row exists, no message does.
+    call = tasks.long_report.prepare_call(("never-sent",), {})
+    call.record().save()
+    worker = reports_worker(start_worker, "unpublished")
+    started = time.monotonic()
+    done = wait_final(call.key, 30, effect="never-sent")
+    took = time.monotonic() - started
+    assert done.attempts == 1
+    assert "no sign of its message" in worker.log()
+    print(f"committed but never published: final {took:.1f}s after the worker started")
+
+
+def test_worker_node_sigkilled_mid_task_is_reclaimed_by_another_worker_before_the_lease(start_worker):
+    heir = start_worker("default", name="heir-node")  # any worker's recovery pass reclaims it
+    doomed = reports_worker(start_worker, "doomed-node")
+    tasks.long_report.using(key="orphan-report").enqueue("orphan-report", seconds=4.0)
+    wait_until(lambda: tasks.count("runs:orphan-report") == 1, 30, "the report to start")
+    time.sleep(1)
+    held = row("orphan-report")
+    assert (held.status, held.owner.split("@")[0]) == (Status.RUNNING, "doomed-node")
+    assert held.lease_expires_at is not None
+    os.killpg(doomed.pid, signal.SIGKILL)  # the node and its pool child vanish, as with a lost host
+    doomed.wait(timeout=10)
+    killed = time.monotonic()
+    wait_until(lambda: row("orphan-report").owner != held.owner, LIVENESS_BOUND, "the row to be reclaimed")
+    reclaimed_after = time.monotonic() - killed
+    # Reclaimed from the liveness record, not after the lease (which the progress reports kept extending).
+    assert timezone.now() < held.lease_expires_at
+    survivor = reports_worker(start_worker, "survivor-node")
+    done = wait_final("orphan-report", 60)
+    assert done.attempts == 2
+    assert "stopped proving it is alive" in heir.log() + survivor.log()
+    # A SIGKILL leaves the node's record behind, no longer renewed.
+    assert WorkerLiveness.objects.get(node__startswith="doomed-node@").alive_until < timezone.now()
+    print(f"worker node SIGKILLed: its row reclaimed {reclaimed_after:.1f}s after the kill")
+
+
+def test_a_live_worker_running_a_long_task_is_never_robbed(start_worker):
+    runner = reports_worker(start_worker, "long-runner")
+    start_worker("default", name="watcher")  # a second node running recovery passes all along
+    long = settings.IDEMPOTENCY_LIVENESS_TIMEOUT * 2 + 1  # longer than a liveness lapse would allow
+    tasks.long_report.using(key="long-report").enqueue("long-report", seconds=long)
+    done = wait_final("long-report", long + 30)
+    assert (done.attempts, tasks.count("runs:long-report")) == (1, 1)
+    assert WorkerLiveness.objects.filter(node__startswith="long-runner@").exists()
+    runner.stop()  # a clean stop removes the node's liveness record
+    assert not WorkerLiveness.objects.filter(node__startswith="long-runner@").exists()
+
+
+def test_postgresql_lost_mid_task_the_row_is_delivered_again_once_it_is_back(start_worker, worker_env):
+    from django.db import connection
+
+    from support.servers import TcpProxy
+
+    port = connection.settings_dict["PORT"]
+    proxy = TcpProxy(int(port))
+    try:
+        database_url = worker_env["DATABASE_URL"].replace(f":{port}/", f":{proxy.port}/")
+        worker = reports_worker(start_worker, "db-outage", env={"DATABASE_URL": database_url})
+        tasks.long_report.using(key="db-report").enqueue("db-report", seconds=3.0)
+        wait_until(lambda: tasks.count("runs:db-report") == 1, 30, "the report to start")
+        time.sleep(1)
+        proxy.cut()  # the task's next progress report and its bookkeeping fail; the message is acked
+        time.sleep(4)
+        proxy.restore()
+        healed = time.monotonic()
+        done = wait_final("db-report", 30)
+        took = time.monotonic() - healed
+        assert done.attempts == 2
+        assert tasks.count("runs:db-report") == 2
+        assert worker.alive()
+        print(f"PostgreSQL lost mid-report: final {took:.1f}s (+3 s run) after it was back")
+    finally:
+        proxy.close()

@@ -224,7 +224,8 @@ def _queue_is_empty(queue: str) -> bool:
 
     try:
         with current_app.connection_for_write() as connection:
-            _name, count, _consumers = connection.default_channel.queue_declare(queue=queue, passive=True)
+            # Not passive: Redis has no key for an empty list, so a passive declare of an empty queue fails.
+            _name, count, _consumers = connection.default_channel.queue_declare(queue=queue)
     except Exception:  # noqa: BLE001 - broker down or queue not declared yet: no evidence either way
         return False
     return int(count) == 0
