@@ -56,7 +56,7 @@ class LivenessThread(threading.Thread):
                     if republish:
                         next_republish = time.monotonic() + settings.IDEMPOTENCY_REPUBLISH_AFTER
                     maintenance.recover(node=self.node, running=held_task_ids, other_nodes=healthy, republish=republish)
-                except Exception as exc:  # noqa: BLE001 - the thread must outlive a database or broker outage
+                except Exception as exc:  # the thread must outlive a database or broker outage
                     if healthy_since is not None:
                         logger.warning(FAILED_LOG, self.node, exc, self.timeout)
                     healthy_since = None

@@ -163,11 +163,8 @@ def reclaim_dead_nodes(*, now: datetime | None = None) -> ReapReport:
         node = owner_node(record.owner)
         proof = liveness.get(node)
         started = record.started_at or now
-        if proof is None:
-            dead = started < unproven
-        else:
-            dead = proof.alive_until < now or started < proof.started_at
-        if not dead:
+        lapsed = proof.alive_until < now or started < proof.started_at if proof else started < unproven
+        if not lapsed:
             continue
         fence = TaskRecord.objects.filter(pk=record.pk, status=Status.RUNNING, owner=record.owner)
         message = f"Worker {node} stopped proving it is alive while running this task."
@@ -189,19 +186,20 @@ def republish_owed(*, now: datetime | None = None, limit: int = 500) -> tuple[st
     now = now or timezone.now()
     owed: list[TaskRecord] = []
     for pool in pools_in_force():
-        grace = timedelta(seconds=settings.IDEMPOTENCY_REPUBLISH_AFTER + (pool.prefetch_multiplier - 1) * pool.time_limit)
+        held_back = (pool.prefetch_multiplier - 1) * pool.time_limit  # prefetched behind running tasks
+        grace = timedelta(seconds=settings.IDEMPOTENCY_REPUBLISH_AFTER + held_back)
         waiting = TaskRecord.objects.filter(queue=pool.queue, status=Status.PENDING, published_at__lt=now - grace)
         waiting = waiting.exclude(error_type=PUBLISH_FAILED).order_by("published_at")
-        oldest = waiting.first()
+        oldest = waiting.values_list("published_at", flat=True).first()
         if oldest is None:
             continue
         # The newest call of the queue claimed since, after it was sent: everything sent a grace before it is gone.
         frontier = (
-            TaskRecord.objects.filter(queue=pool.queue, started_at__gte=max(oldest.published_at, now - 4 * grace))
+            TaskRecord.objects.filter(queue=pool.queue, started_at__gte=max(oldest, now - 4 * grace))
             .filter(published_at__isnull=False, started_at__gte=F("published_at"))
             .aggregate(newest=Max("published_at"))["newest"]
         )
-        if frontier is not None and frontier - grace > oldest.published_at:
+        if frontier is not None and frontier - grace > oldest:
             owed += waiting.filter(published_at__lt=frontier - grace)[:limit]
         elif _queue_is_empty(pool.queue):
             owed += waiting[:limit]
@@ -224,9 +222,10 @@ def _queue_is_empty(queue: str) -> bool:
 
     try:
         with current_app.connection_for_write() as connection:
+            channel: Any = connection.default_channel
             # Not passive: Redis has no key for an empty list, so a passive declare of an empty queue fails.
-            _name, count, _consumers = connection.default_channel.queue_declare(queue=queue)
-    except Exception:  # noqa: BLE001 - broker down or queue not declared yet: no evidence either way
+            _name, count, _consumers = channel.queue_declare(queue=queue)
+    except Exception:  # broker down or queue not declared yet: no evidence either way
         return False
     return int(count) == 0
 

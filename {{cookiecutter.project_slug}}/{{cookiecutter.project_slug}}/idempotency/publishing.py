@@ -152,7 +152,7 @@ def publish_all(records: Iterable[TaskRecord]) -> int:
     try:
         with current_app.producer_or_acquire() as producer:
             return sum(publish_or_flag(record, producer=producer) for record in records)
-    except Exception as exc:  # noqa: BLE001 - no producer at all: every row is flagged, none is lost
+    except Exception as exc:  # no producer at all: every row is flagged, none is lost
         for record in records:
             flag_unpublished(record, exc)
         return 0
@@ -169,7 +169,7 @@ def publish_or_flag(record: TaskRecord, *, producer: Any = None) -> bool:
     """
     try:
         publish(record, producer=producer)
-    except Exception as exc:  # noqa: BLE001 - whatever failed, the row keeps the call
+    except Exception as exc:  # whatever failed, the row keeps the call
         flag_unpublished(record, exc)
         return False
     return True

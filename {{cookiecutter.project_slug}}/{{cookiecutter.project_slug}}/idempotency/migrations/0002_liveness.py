@@ -4,33 +4,32 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('idempotency', '0001_initial'),
+        ("idempotency", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='WorkerLiveness',
+            name="WorkerLiveness",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('node', models.CharField(max_length=255, unique=True)),
-                ('pid', models.PositiveIntegerField()),
-                ('started_at', models.DateTimeField()),
-                ('alive_until', models.DateTimeField()),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("node", models.CharField(max_length=255, unique=True)),
+                ("pid", models.PositiveIntegerField()),
+                ("started_at", models.DateTimeField()),
+                ("alive_until", models.DateTimeField()),
             ],
         ),
         migrations.AddField(
-            model_name='taskrecord',
-            name='published_at',
+            model_name="taskrecord",
+            name="published_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddIndex(
-            model_name='taskrecord',
-            index=models.Index(fields=['queue', 'status', 'published_at'], name='idempotency_published_idx'),
+            model_name="taskrecord",
+            index=models.Index(fields=["queue", "status", "published_at"], name="idempotency_published_idx"),
         ),
         migrations.AddIndex(
-            model_name='taskrecord',
-            index=models.Index(fields=['queue', 'started_at'], name='idempotency_started_idx'),
+            model_name="taskrecord",
+            index=models.Index(fields=["queue", "started_at"], name="idempotency_started_idx"),
         ),
     ]
