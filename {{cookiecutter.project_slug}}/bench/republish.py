@@ -42,7 +42,7 @@ def republish(stack: Stack, count: int) -> dict[str, Any]:
         deadline = time.monotonic() + 900
         while int(client.get(DONE_KEY) or 0) < count:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"only {client.get(DONE_KEY)}/{count} tasks completed")
+                raise TimeoutError(f"only {int(client.get(DONE_KEY) or 0)}/{count} tasks completed")
             time.sleep(0.05)
         drained = time.monotonic() - started
         time.sleep(3)  # passes after the drain: a finished backlog is never republished

@@ -212,3 +212,37 @@ def test_postgresql_lost_mid_task_the_row_is_delivered_again_once_it_is_back(sta
         print(f"PostgreSQL lost mid-report: final {took:.1f}s (+3 s run) after it was back")
     finally:
         proxy.close()
+
+
+def test_republish_rule_leaves_a_queued_backlog_alone_and_publishes_what_the_queue_has_passed(clean_broker, db):
+    from datetime import timedelta
+
+    import redis
+
+    from {{ cookiecutter.project_slug }}.idempotency import maintenance
+
+    now = timezone.now()
+    grace = timedelta(seconds=settings.IDEMPOTENCY_REPUBLISH_AFTER)  # the reports pool prefetches 1
+
+    def pending(name: str, sent_ago: float) -> TaskRecord:
+        record = tasks.long_report.prepare_call((name,), {}, key=name).record()
+        record.published_at = now - timedelta(seconds=sent_ago)
+        record.save()
+        return record
+
+    backlog = [pending(f"queued-{n}", sent_ago=grace.total_seconds() * 3) for n in range(5)]
+    client = redis.Redis.from_url(clean_broker)
+    client.lpush("reports", *[b"a message" for _ in backlog])  # their messages are still in the queue
+    assert maintenance.republish_owed(now=now) == ()
+    # A row sent two graces after them has been claimed: the queue has passed them, so their messages are gone.
+    later = pending("claimed-later", sent_ago=grace.total_seconds())
+    TaskRecord.objects.filter(pk=later.pk).update(status=Status.RUNNING, started_at=now)
+    assert set(maintenance.republish_owed(now=now)) == {r.key for r in backlog}
+    assert all(row(r.key).published_at == now for r in backlog)
+    # Republished now: not again until another grace has passed.
+    assert maintenance.republish_owed(now=now + grace / 2) == ()
+    # A young row in an empty queue waits for its grace; after it, it is published.
+    client.delete("reports")
+    young = pending("young", sent_ago=0)
+    assert young.key not in maintenance.republish_owed(now=now)
+    assert young.key in maintenance.republish_owed(now=now + grace * 2)
