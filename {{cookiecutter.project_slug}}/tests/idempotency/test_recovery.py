@@ -101,6 +101,11 @@ def test_enqueue_while_redis_is_down_answers_at_once_flags_the_row_and_delivers_
     assert took < settings.IDEMPOTENCY_PUBLISH_TIMEOUT * 2 + 1, took
     flagged = row("redis-down")
     assert (flagged.status, flagged.error_type) == (Status.PENDING, publishing.PUBLISH_FAILED)
+    # A batch goes out over one connection: bounded too, and every row of it flagged.
+    started = time.monotonic()
+    batch = tasks.make_effect.enqueue_many([(("batch-a",), {}), (("batch-b",), {})])
+    assert time.monotonic() - started < settings.IDEMPOTENCY_PUBLISH_TIMEOUT * 4 + 1
+    assert {row(h.key).error_type for h in batch} == {publishing.PUBLISH_FAILED}
 
     own_redis.start()
     healed = time.monotonic()
@@ -108,6 +113,8 @@ def test_enqueue_while_redis_is_down_answers_at_once_flags_the_row_and_delivers_
     # Nobody enqueues again: a worker's recovery pass publishes the flagged row.
     done = wait_final("redis-down", 30)
     assert done.attempts == 1
+    for handle, name in zip(batch, ("batch-a", "batch-b"), strict=True):
+        assert wait_final(handle.key, 30, effect=name).attempts == 1
     print(f"enqueue with Redis down took {took:.2f}s; delivered {time.monotonic() - healed:.1f}s after restart")
 
 

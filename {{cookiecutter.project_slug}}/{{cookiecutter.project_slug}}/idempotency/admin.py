@@ -8,7 +8,7 @@ from django.http import HttpRequest
 from django.utils.html import format_html
 
 from . import maintenance
-from .models import Status, TaskRecord
+from .models import Status, TaskRecord, WorkerLiveness
 
 
 @admin.register(TaskRecord)
@@ -25,7 +25,7 @@ class TaskRecordAdmin(admin.ModelAdmin):
         ("Call", {"fields": ("args", "kwargs", "task_id", "owner", "lease_expires_at")}),
         ("Progress and result", {"fields": ("progress", "progress_message", "result")}),
         ("Error", {"fields": ("error_type", "error_message", "traceback")}),
-        ("Times", {"fields": ("enqueued_at", "started_at", "finished_at")}),
+        ("Times", {"fields": ("enqueued_at", "published_at", "started_at", "finished_at")}),
     )
 
     def get_readonly_fields(self, request: HttpRequest, obj: TaskRecord | None = None) -> list[str]:
@@ -58,3 +58,17 @@ class TaskRecordAdmin(admin.ModelAdmin):
         self.message_user(request, f"Retrying {len(retried)} failed task(s).", messages.SUCCESS)
         if skipped:
             self.message_user(request, f"Skipped {skipped} task(s) that had not failed.", messages.WARNING)
+
+
+@admin.register(WorkerLiveness)
+class WorkerLivenessAdmin(admin.ModelAdmin):
+    """Read-only view of the worker nodes proving they are alive: a lapsed one's running rows are reclaimed."""
+
+    list_display = ("node", "pid", "started_at", "alive_until")
+    search_fields = ("node",)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: WorkerLiveness | None = None) -> bool:
+        return False

@@ -139,7 +139,7 @@ def unflag_unpublished(record: TaskRecord) -> bool:
         return False
     return bool(
         TaskRecord.objects.filter(pk=record.pk, status=Status.PENDING, error_type=PUBLISH_FAILED).update(
-            error_type="", error_message=""
+            error_type="", error_message="", published_at=timezone.now()
         )
     )
 
