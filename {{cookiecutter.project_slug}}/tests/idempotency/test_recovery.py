@@ -253,3 +253,21 @@ def test_republish_rule_leaves_a_queued_backlog_alone_and_publishes_what_the_que
     young = pending("young", sent_ago=0)
     assert young.key not in maintenance.republish_owed(now=now)
     assert young.key in maintenance.republish_owed(now=now + grace * 2)
+
+
+def test_rows_pending_before_the_upgrade_get_a_publish_time_so_the_recovery_pass_judges_them(transactional_db):
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    before, after = [("idempotency", "0001_initial")], [("idempotency", "0002_liveness")]
+    executor = MigrationExecutor(connection)
+    executor.migrate(before)
+    try:
+        old = executor.loader.project_state(before).apps.get_model("idempotency", "TaskRecord")
+        pending = old.objects.create(key="old-pending", task_name="t", queue="default", payload_hash="h")
+        old.objects.create(key="old-done", task_name="t", queue="default", payload_hash="h", status="succeeded")
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.migrate(after)
+    assert row("old-pending").published_at == pending.enqueued_at
+    assert row("old-done").published_at is None
