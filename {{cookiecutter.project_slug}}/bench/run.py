@@ -16,11 +16,11 @@ from typing import Any
 
 from . import harness
 
-SCENARIOS = ("throughput", "enqueue", "payloads", "sse", "shutdown")
+SCENARIOS = ("throughput", "enqueue", "payloads", "sse", "shutdown", "republish")
 
 
 def _runners(args: argparse.Namespace) -> dict[str, Callable[[harness.Stack], Any]]:
-    from . import payloads, shutdown, sse, throughput
+    from . import payloads, republish, shutdown, sse, throughput
 
     return {
         "throughput": lambda s: throughput.throughput(s, args.count, args.repeats),
@@ -28,6 +28,7 @@ def _runners(args: argparse.Namespace) -> dict[str, Callable[[harness.Stack], An
         "payloads": lambda s: payloads.payloads(s, args.payload_tasks, args.payload_mb, args.repeats),
         "sse": lambda s: sse.sse(s, args.streams),
         "shutdown": lambda s: shutdown.shutdown(s, args.repeats),
+        "republish": lambda s: republish.republish(s, args.backlog),
     }
 
 
@@ -67,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--payload-mb", type=float, default=5.0)
     parser.add_argument("--streams", type=int, default=1000, help="concurrent SSE streams")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--backlog", type=int, default=10_000, help="queued idempotent tasks for republish")
     parser.add_argument("--out", type=Path, default=Path("bench/results.md"))
     args = parser.parse_args(argv)
 

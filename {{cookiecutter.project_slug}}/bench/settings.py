@@ -18,3 +18,12 @@ if os.environ.get("BENCH_CELERY_DEFAULTS") == "1":
     CELERY_WORKER_PREFETCH_MULTIPLIER = 4
     CELERY_TASK_TRACK_STARTED = False
     CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
+
+if os.environ.get("BENCH_REPUBLISH_STRESS") == "1":
+    import dataclasses
+
+    # Prefetch 1: the recovery pass waits for nothing a worker's prefetch could hold back (bench/republish.py).
+    WORKER_POOLS = tuple(
+        dataclasses.replace(p, prefetch_multiplier=1) if p.name == "default" else p
+        for p in WORKER_POOLS  # noqa: F405
+    )

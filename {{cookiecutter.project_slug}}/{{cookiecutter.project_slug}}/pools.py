@@ -244,3 +244,12 @@ def visibility_timeout(pools: Iterable[Pool] = POOLS) -> int:
 def restore_interval(pools: Iterable[Pool] = POOLS) -> int:
     """Return how often, in seconds, a worker looks for messages whose visibility timeout has passed."""
     return max(1, min(10, visibility_timeout(pools) // 10))
+
+
+def unacked_mutex_expire(pools: Iterable[Pool] = POOLS) -> int:
+    """Return how long kombu's Redis restore lock may be held: a few restore passes, not its 300 s default.
+
+    A worker SIGKILLed while restoring overdue messages leaves the lock behind; until it expires no
+    worker restores anything, whatever the visibility timeout says.
+    """
+    return max(10, 3 * restore_interval(pools))

@@ -31,6 +31,8 @@ pytestmark = [pytest.mark.workers, pytest.mark.timeout(180)]
 
 #: One process, one message at a time: each worker holds exactly the message it is running.
 ONE_AT_A_TIME = ("-c", "1", "--prefetch-multiplier", "1")
+#: Worker settings under which a node's liveness record outlives any test.
+NO_LIVENESS_LAPSE = {"IDEMPOTENCY_LIVENESS_TIMEOUT": "3600"}
 
 
 def start_ready(start_worker, name: str):
@@ -69,13 +71,14 @@ def test_sigkilled_pool_child_is_taken_over_at_once_not_after_the_lease(start_wo
     os.kill(child, signal.SIGKILL)  # as the OOM killer would
 
     # The worker requeues the message at once (task_reject_on_worker_lost); the next delivery sees that
-    # the lease holder was a process of this worker that is gone, and takes over. No reaper runs here.
+    # the lease holder was a process of this worker that is gone, and takes over. No lease expires here.
     done = wait_for_status("oom-victim", Status.SUCCEEDED, 60)
     assert done.finished_at is not None
     assert done.finished_at < claimed.lease_expires_at
     assert done.attempts == 2
     assert Effect.objects.filter(key="oom-victim").count() == 1
-    assert "no longer exists; taking over" in worker.log()
+    # The requeued delivery takes over, or the worker's liveness thread gave the orphaned row back first.
+    assert "no longer exists; taking over" in worker.log() or "its delivery ended without a result" in worker.log()
     assert worker.alive()
 
 
@@ -128,8 +131,8 @@ def test_calls_enqueued_while_the_broker_is_down_are_kept_and_published_later(br
     published = row("broker-down-a")
     assert published is not None
     assert published.error_type == ""
-    # Beat's reaper publishes the other, and only that one.
-    assert maintenance.reap_expired_leases().republished == ("broker-down-b",)
+    # A recovery pass publishes the other, and only that one (here, or the worker's own pass got there first).
+    assert set(maintenance.reap_expired_leases().republished) <= {"broker-down-b"}
     for key in ("broker-down-a", "broker-down-b"):
         done = wait_for_status(key, Status.SUCCEEDED, 60)
         assert done.attempts == 1
@@ -166,7 +169,9 @@ def test_same_message_to_two_workers_at_once_has_one_effect(start_worker):
 
 
 def test_sigkilled_worker_task_runs_again_after_the_lease_with_one_effect(start_worker):
-    doomed = start_ready(start_worker, "doomed")
+    # The lease is the last resort: with liveness records that never lapse, only the lease frees the row.
+    # (test_recovery.py shows the liveness path reclaiming it within seconds.)
+    doomed = start_worker("default", *ONE_AT_A_TIME, env=NO_LIVENESS_LAPSE, name="doomed")
     handle = tasks.make_effect.using(key="survivor").enqueue("survivor", first_run_seconds=3.0)
     wait_until(lambda: tasks.count("runs:survivor") == 1, 30, "the first run to start")
     os.killpg(doomed.pid, signal.SIGKILL)  # the worker and its pool child die without a word
@@ -180,7 +185,7 @@ def test_sigkilled_worker_task_runs_again_after_the_lease_with_one_effect(start_
     lease_left = (claimed.lease_expires_at - claimed.started_at).total_seconds()
     assert lease_left == pytest.approx(tasks.make_effect.get_lease_seconds(), abs=1)
 
-    heir = start_ready(start_worker, "heir")
+    heir = start_worker("default", *ONE_AT_A_TIME, env=NO_LIVENESS_LAPSE, name="heir")
     # While the lease lasts nobody runs it again (the broker's visibility timeout is longer than any lease).
     while timezone.now() < claimed.lease_expires_at - timedelta(seconds=0.5):
         assert tasks.count("runs:survivor") == 1

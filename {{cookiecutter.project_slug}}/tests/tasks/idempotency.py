@@ -11,7 +11,7 @@ from django.db.models import F
 from {{ cookiecutter.project_slug }}.core.celery_internals import shared_task
 from {{ cookiecutter.project_slug }}.core.errors import PermanentError
 from {{ cookiecutter.project_slug }}.idempotency.base import IdempotentTask
-from {{ cookiecutter.project_slug }}.pools import DEFAULT
+from {{ cookiecutter.project_slug }}.pools import DEFAULT, REPORTS
 
 from tests.effects.models import Counter, Effect
 
@@ -81,3 +81,16 @@ def reports_progress(self: Any, name: str, steps: int = 4, step_seconds: float =
 def noop_plain(n: int) -> int:
     """A plain task: ``enqueue`` refuses it."""
     return n
+
+
+@shared_task(base=IdempotentTask, bind=True, worker_pool=REPORTS)
+def long_report(self: Any, name: str, seconds: float = 0.0) -> dict[str, Any]:
+    """A report on the reports pool: count the run, report progress every 0.2 s for ``seconds``, record the effect."""
+    run = bump(f"runs:{name}")
+    Counter.objects.update_or_create(name=f"pid:{name}", defaults={"value": os.getpid()})
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        _pause(0.2)
+        self.set_progress(min(1.0, 1 - (deadline - time.monotonic()) / seconds) if seconds else 1.0)
+    Effect.objects.create(key=name, task_id=self.request.id, worker=f"{self.request.hostname}:{os.getpid()}")
+    return {"effect": name, "run": run}

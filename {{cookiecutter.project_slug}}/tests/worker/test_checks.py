@@ -256,3 +256,21 @@ def test_manage_py_check_fails_on_a_task_module_that_does_not_import(tmp_path):
     assert done.returncode != 0
     assert "tasks.E001" in done.stderr
     assert "The task module 'brokenapp.tasks' does not import: NameError: name 'pools' is not defined" in done.stderr
+
+
+def test_kombu_restore_lock_expires_after_a_few_restore_passes_not_five_minutes(redis_url):
+    # A worker SIGKILLed while restoring overdue messages leaves kombu's lock behind: nobody restores until it expires.
+    from typing import Any
+
+    from kombu import Connection
+
+    registry = pools.scaled(pools.POOLS, {"reports": (1500, 1800)})
+    options = broker_transport_options(REDIS, Path("/unused"), registry)
+    expire = options["unacked_mutex_expire"]
+    assert expire == pools.unacked_mutex_expire(registry) == 3 * pools.restore_interval(registry)
+    assert options["unacked_mutex_expire"] < 300  # kombu's default
+    # kombu's Redis channel reads the option under this name (a misspelt key would be ignored silently).
+    with Connection(redis_url, transport_options=options) as connection:
+        channel: Any = connection.default_channel
+        assert channel.unacked_mutex_expire == options["unacked_mutex_expire"]
+        assert channel.unacked_restore_interval == pools.restore_interval(registry)

@@ -181,3 +181,14 @@ def filesystem_broker_lock(file: io.FileIO) -> Iterator[None]:
         yield
     finally:
         filesystem.unlock(file)
+
+
+# ------------------------------------------------------------------------------
+# The worker's own view of the deliveries it holds (main process)
+# ------------------------------------------------------------------------------
+def held_task_ids() -> frozenset[str]:
+    """Return the ids of the tasks this worker process holds: reserved, waiting for their ETA, or running."""
+    from celery.worker import state
+
+    # A copy in one C call: the consumer thread adds and removes requests while this runs in another thread.
+    return frozenset(state.requests.copy())

@@ -10,7 +10,7 @@ from django.utils.html import format_html
 from . import maintenance
 from .cancel import cancel
 from .exceptions import IdempotencyError
-from .models import FINISHED, Status, TaskRecord
+from .models import FINISHED, Status, TaskRecord, WorkerLiveness
 
 
 @admin.register(TaskRecord)
@@ -27,7 +27,7 @@ class TaskRecordAdmin(admin.ModelAdmin):
         ("Call", {"fields": ("args", "kwargs", "task_id", "owner", "lease_expires_at")}),
         ("Progress and result", {"fields": ("progress", "progress_message", "result")}),
         ("Error", {"fields": ("error_type", "error_message", "traceback")}),
-        ("Times", {"fields": ("enqueued_at", "started_at", "finished_at")}),
+        ("Times", {"fields": ("enqueued_at", "published_at", "started_at", "finished_at")}),
     )
 
     def get_readonly_fields(self, request: HttpRequest, obj: TaskRecord | None = None) -> list[str]:
@@ -79,3 +79,16 @@ class TaskRecordAdmin(admin.ModelAdmin):
         self.message_user(request, f"Cancelled {cancelled} task(s).", messages.SUCCESS)
         if skipped:
             self.message_user(request, f"Skipped {skipped} task(s) that were final already.", messages.WARNING)
+
+@admin.register(WorkerLiveness)
+class WorkerLivenessAdmin(admin.ModelAdmin):
+    """Read-only view of the worker nodes proving they are alive: a lapsed one's running rows are reclaimed."""
+
+    list_display = ("node", "pid", "started_at", "alive_until")
+    search_fields = ("node",)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: WorkerLiveness | None = None) -> bool:
+        return False

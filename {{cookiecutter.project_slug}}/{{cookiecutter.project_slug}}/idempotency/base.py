@@ -249,6 +249,7 @@ class IdempotentTask(ClaimCheckTask):
                 raise
             delay = self.backoff_delay(record.attempts)
             logger.warning(RETRYING, key, record.attempts, max_attempts, exc, delay)
+            claims.retry_due(key=key, seconds=delay)  # a retry waiting for its countdown is not a lost message
             raise self.retry(exc=exc, countdown=delay) from None
         except BaseException:
             # Cold shutdown (SystemExit) or interrupt: give the row back at once so the requeued

@@ -32,6 +32,7 @@ __all__ = [
     "fail_exhausted",
     "release",
     "report_progress",
+    "retry_due",
     "succeed",
 ]
 
@@ -287,7 +288,18 @@ def fail(*, key: str, owner: str, exc: BaseException) -> bool:
 def release(*, key: str, owner: str, exc: BaseException | None = None) -> bool:
     """Give the row back (pending) so a later delivery can claim it, if ``owner`` still holds it."""
     errors = error_fields(exc) if exc is not None else {}
-    return bool(_owned(key, owner).update(status=Status.PENDING, owner="", lease_expires_at=None, **errors))
+    # The message goes back to the queue (or a retry is sent) now: the recovery pass judges the row from here.
+    return bool(
+        _owned(key, owner).update(
+            status=Status.PENDING, owner="", lease_expires_at=None, published_at=timezone.now(), **errors
+        )
+    )
+
+
+def retry_due(*, key: str, seconds: float) -> None:
+    """Record that the pending row of ``key`` is sent again as a retry due in ``seconds``."""
+    due = timezone.now() + timedelta(seconds=seconds)
+    TaskRecord.objects.filter(key=key, status=Status.PENDING).update(published_at=due)
 
 
 def attempt_failed(*, key: str, owner: str, exc: BaseException, max_attempts: int) -> TaskRecord | None:

@@ -58,6 +58,9 @@ class TaskRecord(models.Model):
     error_message = models.TextField(blank=True)
     error_traceback = models.TextField(blank=True)
     enqueued_at = models.DateTimeField(default=timezone.now)
+    #: When the call's message was last sent (a retry's: when it falls due); the recovery pass compares it
+    #: with the other rows of the queue to tell a queued call from one whose message was lost.
+    published_at = models.DateTimeField(null=True, blank=True)
     #: When the latest attempt was claimed.
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -67,7 +70,28 @@ class TaskRecord(models.Model):
         indexes = [
             models.Index(fields=["status", "lease_expires_at"], name="idempotency_lease_idx"),
             models.Index(fields=["status", "finished_at"], name="idempotency_finished_idx"),
+            models.Index(fields=["queue", "status", "published_at"], name="idempotency_published_idx"),
+            models.Index(fields=["queue", "started_at"], name="idempotency_started_idx"),
         ]
 
     def __str__(self) -> str:
         return f"{self.key} ({self.status})"
+
+
+class WorkerLiveness(models.Model):
+    """A worker node's proof that it is alive, renewed every few seconds from its main process.
+
+    A running row whose owner's node (the first part of ``node:pid:token``) stopped renewing it is
+    reclaimable by any other worker, on any host, long before the row's lease expires.
+    """
+
+    #: The Celery node name (``default@host``), as in the owner of the rows it claims.
+    node = models.CharField(max_length=255, unique=True)
+    #: The worker's main process.
+    pid = models.PositiveIntegerField()
+    #: When this incarnation of the node started: rows it claimed earlier belong to a dead predecessor.
+    started_at = models.DateTimeField()
+    alive_until = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.node} (pid {self.pid}, alive until {self.alive_until.isoformat()})"

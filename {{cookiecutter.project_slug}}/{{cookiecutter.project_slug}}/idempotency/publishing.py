@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
-from kombu.exceptions import OperationalError as BrokerUnavailableError
+from django.utils import timezone
 
 from .exceptions import PayloadMismatchError
 from .models import Status, TaskRecord
@@ -23,6 +24,7 @@ __all__ = [
     "check_batch_size",
     "enqueue",
     "enqueue_many",
+    "flag_unpublished",
     "publish",
     "publish_all",
     "publish_or_flag",
@@ -31,9 +33,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: ``error_type`` of a pending row whose message the broker did not take; beat's reaper publishes it again.
+#: ``error_type`` of a pending row whose message the broker did not take; the recovery pass publishes it again.
 PUBLISH_FAILED = "PublishFailed"
-PUBLISH_FAILED_LOG = "key %r: the broker did not take the message (%s); the reaper will publish it again"
+PUBLISH_FAILED_LOG = "key %r: the broker did not take the message (%r); the recovery pass will publish it again"
 #: Message header carrying the idempotency key from ``enqueue`` (and retries) to the worker.
 KEY_HEADER = "idempotency_key"
 #: Longest error message kept on a row.
@@ -71,6 +73,8 @@ class Call:
             payload_hash=self.payload_hash,
             args=list(self.args),
             kwargs=self.kwargs,
+            # Published once the row commits, a few milliseconds later: the recovery pass judges it from now.
+            published_at=timezone.now(),
         )
 
 
@@ -135,7 +139,7 @@ def unflag_unpublished(record: TaskRecord) -> bool:
         return False
     return bool(
         TaskRecord.objects.filter(pk=record.pk, status=Status.PENDING, error_type=PUBLISH_FAILED).update(
-            error_type="", error_message=""
+            error_type="", error_message="", published_at=timezone.now()
         )
     )
 
@@ -144,33 +148,52 @@ def publish_all(records: Iterable[TaskRecord]) -> int:
     """Publish the calls of ``records`` over one broker connection; return how many the broker took."""
     from celery import current_app
 
-    with current_app.producer_or_acquire() as producer:
-        return sum(publish_or_flag(record, producer=producer) for record in records)
+    records = list(records)
+    try:
+        with current_app.producer_or_acquire() as producer:
+            return sum(publish_or_flag(record, producer=producer) for record in records)
+    except Exception as exc:  # no producer at all: every row is flagged, none is lost
+        for record in records:
+            flag_unpublished(record, exc)
+        return 0
 
 
 def publish_or_flag(record: TaskRecord, *, producer: Any = None) -> bool:
-    """Publish the call of ``record``; if the broker cannot be reached, flag the row and return ``False``.
+    """Publish the call of ``record``; if the publish fails in any way, flag the row and return ``False``.
 
     Runs once the row is committed, so the call is not lost when the broker is down: the pending row
-    keeps ``error_type = PUBLISH_FAILED`` until beat's reaper, or another ``enqueue`` of the same key,
-    publishes it. Not raising also lets the other calls committed in the same transaction publish.
+    keeps ``error_type = PUBLISH_FAILED`` until the recovery pass, or another ``enqueue`` of the same
+    key, publishes it. Any exception counts: kombu raises ``OperationalError``, but the Redis result
+    backend raises ``RuntimeError`` while disconnected. Not raising also lets the other calls committed
+    in the same transaction publish.
     """
     try:
         publish(record, producer=producer)
-    except BrokerUnavailableError as exc:
-        logger.error(PUBLISH_FAILED_LOG, record.key, exc)
-        message = f"The broker did not take the message: {exc}"[:ERROR_MESSAGE_LIMIT]
-        TaskRecord.objects.filter(pk=record.pk, status=Status.PENDING).update(
-            error_type=PUBLISH_FAILED, error_message=message
-        )
+    except Exception as exc:  # whatever failed, the row keeps the call
+        flag_unpublished(record, exc)
         return False
     return True
 
 
+def flag_unpublished(record: TaskRecord, exc: BaseException) -> None:
+    """Mark the pending row of ``record`` as not taken by the broker, with ``exc`` as the reason."""
+    logger.error(PUBLISH_FAILED_LOG, record.key, exc)
+    message = f"The broker did not take the message: {type(exc).__name__}: {exc}"[:ERROR_MESSAGE_LIMIT]
+    TaskRecord.objects.filter(pk=record.pk, status=Status.PENDING).update(
+        error_type=PUBLISH_FAILED, error_message=message
+    )
+
+
 def publish(record: TaskRecord, *, producer: Any = None) -> None:
-    """Send the task call of ``record`` to its queue, under the row's key (over ``producer`` if given)."""
+    """Send the task call of ``record`` to its queue, under the row's key (over ``producer`` if given).
+
+    Gives up after about ``IDEMPOTENCY_PUBLISH_TIMEOUT`` seconds (the connection attempt is bounded by
+    ``broker_connection_timeout``, the result subscription by the backend's retry policy, both set
+    from it): a request never waits for the broker's reconnect loop.
+    """
     from celery import current_app
 
+    step = settings.IDEMPOTENCY_PUBLISH_TIMEOUT / 3
     current_app.send_task(
         record.task_name,
         args=record.args,
@@ -179,4 +202,6 @@ def publish(record: TaskRecord, *, producer: Any = None) -> None:
         queue=record.queue,
         headers={KEY_HEADER: record.key},
         producer=producer,
+        retry=True,
+        retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": step, "interval_max": step},
     )

@@ -14,7 +14,11 @@ from . import maintenance
 
 @shared_task(worker_pool=DEFAULT, ignore_result=True)
 def reap_expired_leases() -> dict[str, int]:
-    """Publish again the tasks whose delivery died holding the lease, or whose message the broker refused."""
+    """Publish again the tasks whose delivery died holding the lease, or whose message the broker refused.
+
+    A backstop on the default queue: every worker runs the whole recovery pass (``maintenance.recover``)
+    from its liveness thread, which a busy pool cannot delay.
+    """
     report = maintenance.reap_expired_leases()
     return {"republished": len(report.republished), "failed": len(report.failed)}
 

@@ -134,3 +134,5 @@ signals.import_modules.connect(_require_flower_authentication, sender=app, weak=
 
 app.autodiscover_tasks()
 app.steps["consumer"].add("{{ cookiecutter.project_slug }}.worker.heartbeat:Heartbeat")
+# Named by path: the idempotency app sits above the worker runtime and owns the liveness records it writes.
+app.steps["worker"].add("{{ cookiecutter.project_slug }}.idempotency.liveness:Liveness")

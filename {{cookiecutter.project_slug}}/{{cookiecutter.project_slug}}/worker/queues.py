@@ -18,6 +18,7 @@ __all__ = [
     "by_queue",
     "kombu_queues",
     "pools_in_force",
+    "result_backend_transport_options",
     "route_task",
 ]
 
@@ -80,5 +81,27 @@ def broker_transport_options(
             "visibility_timeout": pools.visibility_timeout(registry),
             "unacked_restore_interval": pools.restore_interval(registry),
             "unacked_restore_throttle": 1,
+            "unacked_mutex_expire": pools.unacked_mutex_expire(registry),
         }
     return {}
+
+
+def result_backend_transport_options(
+    backend_url: str, run_dir: Path, registry: Iterable[pools.Pool] = pools.POOLS, *, publish_timeout: float = 2.0
+) -> dict[str, Any]:
+    """Return ``result_backend_transport_options``: the broker's, plus a reconnect loop bounded by ``publish_timeout``.
+
+    ``send_task`` subscribes to the result in the Redis backend before it publishes; with Redis down,
+    the backend's default loop (20 retries, one second apart) held a web request for 20 s.
+    """
+    options = broker_transport_options(backend_url, run_dir, registry)
+    if backend_url.startswith(("redis", "rediss")):
+        step = publish_timeout / 3
+        options["retry_policy"] = {
+            "max_retries": 3,
+            "interval_start": 0,
+            "interval_step": step,
+            "interval_max": step,
+            "timeout": publish_timeout,
+        }
+    return options

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from {{ cookiecutter.project_slug }} import pools
-from {{ cookiecutter.project_slug }}.worker.queues import broker_transport_options, kombu_queues
+from {{ cookiecutter.project_slug }}.worker.queues import broker_transport_options, kombu_queues, result_backend_transport_options
 
 from . import environment
-from .environment import RUN_DIR, env, env_int, env_url
+from .environment import RUN_DIR, env, env_float, env_int, env_url
 
 # ------------------------------------------------------------------------------
 # Celery: broker on the local filesystem unless CELERY_BROKER_URL is set (Redis in production).
@@ -28,8 +28,14 @@ CELERY_RESULT_BACKEND = env_url(
 # Queues, the default queue, the transport timeouts and the soft shutdown are derived from the registry.
 CELERY_TASK_QUEUES = kombu_queues(WORKER_POOLS)
 CELERY_TASK_DEFAULT_QUEUE = WORKER_POOLS[0].queue
+# Seconds a publish may wait for the broker before the row is flagged and the request answers anyway;
+# it also bounds each connection attempt (kombu retries connecting for broker_connection_timeout seconds).
+IDEMPOTENCY_PUBLISH_TIMEOUT = env_float("IDEMPOTENCY_PUBLISH_TIMEOUT", default=2.0)
+CELERY_BROKER_CONNECTION_TIMEOUT = IDEMPOTENCY_PUBLISH_TIMEOUT
 CELERY_BROKER_TRANSPORT_OPTIONS = broker_transport_options(CELERY_BROKER_URL, RUN_DIR, WORKER_POOLS)
-CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = broker_transport_options(CELERY_RESULT_BACKEND, RUN_DIR, WORKER_POOLS)
+CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = result_backend_transport_options(
+    CELERY_RESULT_BACKEND, RUN_DIR, WORKER_POOLS, publish_timeout=IDEMPOTENCY_PUBLISH_TIMEOUT
+)
 # The shortest pool's: a worker started for one pool (-Q <pool>) applies its pool's own ({{ cookiecutter.project_slug }}.worker.app).
 CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = pools.soft_shutdown_timeout(WORKER_POOLS)
 
@@ -80,6 +86,14 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(RUN_DIR / "celerybeat-schedule")
 # ------------------------------------------------------------------------------
 # How often, in seconds, the reaper publishes again tasks whose delivery died holding the lease.
 IDEMPOTENCY_REAPER_INTERVAL = env_int("IDEMPOTENCY_REAPER_INTERVAL", default=60, minimum=1)
+# Every worker renews "alive until now + IDEMPOTENCY_LIVENESS_TIMEOUT" in the database every
+# IDEMPOTENCY_LIVENESS_INTERVAL seconds and then runs the recovery pass (idempotency/maintenance.py): a
+# running row of a node that stopped renewing is reclaimed within timeout + interval, whatever the pool.
+IDEMPOTENCY_LIVENESS_INTERVAL = env_float("IDEMPOTENCY_LIVENESS_INTERVAL", default=5.0)
+IDEMPOTENCY_LIVENESS_TIMEOUT = env_float("IDEMPOTENCY_LIVENESS_TIMEOUT", default=20.0)
+# A pending row is published again once its message has had this many seconds (plus what its pool's
+# prefetch can hold back) and either its queue is empty or a call sent that much later was claimed.
+IDEMPOTENCY_REPUBLISH_AFTER = env_float("IDEMPOTENCY_REPUBLISH_AFTER", default=30.0)
 # Seconds a succeeded or failed row is kept (and so deduplicates its key) before it is pruned.
 IDEMPOTENCY_RETENTION = env_int("IDEMPOTENCY_RETENTION", default=7 * 24 * 3600, minimum=1)
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {

@@ -1,10 +1,18 @@
 """Settings for the test suite: short time limits so delivery tests finish in seconds."""
 
 from {{ cookiecutter.project_slug }} import pools
-from {{ cookiecutter.project_slug }}.worker.queues import broker_transport_options
+from {{ cookiecutter.project_slug }}.worker.queues import broker_transport_options, result_backend_transport_options
 
 from .base import *  # noqa: F403
-from .base import BASE_DIR, CELERY_BROKER_URL, CELERY_RESULT_BACKEND, INSTALLED_APPS, RUN_DIR, env
+from .base import (
+    BASE_DIR,
+    CELERY_BROKER_URL,
+    CELERY_RESULT_BACKEND,
+    IDEMPOTENCY_PUBLISH_TIMEOUT,
+    INSTALLED_APPS,
+    RUN_DIR,
+    env,
+)
 from .environment import env_float
 
 SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="test-only-insecure-key")
@@ -28,7 +36,13 @@ WORKER_POOLS = pools.scaled(
 )
 # The timings derived from the registry, derived again from the shortened limits (queue names are unchanged).
 CELERY_BROKER_TRANSPORT_OPTIONS = broker_transport_options(CELERY_BROKER_URL, RUN_DIR, WORKER_POOLS)
-CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = broker_transport_options(CELERY_RESULT_BACKEND, RUN_DIR, WORKER_POOLS)
+CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = result_backend_transport_options(
+    CELERY_RESULT_BACKEND, RUN_DIR, WORKER_POOLS, publish_timeout=IDEMPOTENCY_PUBLISH_TIMEOUT
+)
+# Liveness and recovery in seconds, so dead-node and lost-message tests finish quickly.
+IDEMPOTENCY_LIVENESS_INTERVAL = env_float("IDEMPOTENCY_LIVENESS_INTERVAL", default=0.5)
+IDEMPOTENCY_LIVENESS_TIMEOUT = env_float("IDEMPOTENCY_LIVENESS_TIMEOUT", default=3.0)
+IDEMPOTENCY_REPUBLISH_AFTER = env_float("IDEMPOTENCY_REPUBLISH_AFTER", default=2.0)
 # The shortest pool's: a worker started for one pool (-Q <pool>) applies its pool's own ({{ cookiecutter.project_slug }}.worker.app).
 CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = pools.soft_shutdown_timeout(WORKER_POOLS)
 
