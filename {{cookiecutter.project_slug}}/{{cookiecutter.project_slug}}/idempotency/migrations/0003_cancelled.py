@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("idempotency", "0001_initial"),
+        ("idempotency", "0002_liveness"),
     ]
 
     operations = [
