@@ -33,6 +33,7 @@ __all__ = [
     "fail",
     "fail_exhausted",
     "fail_own_delivery",
+    "note_refusal",
     "release",
     "report_progress",
     "succeed",
@@ -376,6 +377,14 @@ def fail_own_delivery(*, key: str, task_id: str, exc: BaseException) -> bool:
             status=Status.FAILED, owner="", lease_expires_at=None, finished_at=now, **error_fields(exc)
         )
     )
+
+
+def note_refusal(*, key: str, task_id: str, exc: BaseException) -> bool:
+    """Write ``exc`` as the error of the row of ``key`` if ``task_id`` is its own message; the status stays."""
+    now = timezone.now()
+    own = Q(task_id=task_id) | Q(pk=_uuid_or_none(task_id))
+    claimable = Q(status=Status.PENDING) | Q(status=Status.RUNNING, lease_expires_at__lt=now)
+    return bool(TaskRecord.objects.filter(own, claimable, key=key).update(**error_fields(exc)))
 
 
 def _uuid_or_none(task_id: str) -> uuid.UUID | None:

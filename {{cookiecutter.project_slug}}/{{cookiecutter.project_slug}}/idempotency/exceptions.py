@@ -94,6 +94,21 @@ class ArgumentsDoNotFitError(IdempotencyError, PermanentError):
         return f"{task_name}: the message's arguments do not fit the task's signature ({problem})."
 
 
+class MessageRefusedError(IdempotencyError):
+    """A worker dropped a row's message before running anything: a task it does not know, content it refuses."""
+
+    def __init__(self, key: str, task_name: str, hostname: str, problem: str) -> None:
+        super().__init__(key, task_name, hostname, problem)
+
+    def __str__(self) -> str:
+        key, task_name, hostname, problem = self.args
+        why = f" ({problem})" if problem else ""
+        return (
+            f"Worker {hostname} dropped the message of {key!r} for task {task_name!r} without running it{why}; "
+            "the row stays pending until its call is published again to a worker that knows the task."
+        )
+
+
 class LeaseLostError(IdempotencyError):
     """This delivery no longer owns its row: the lease expired and another delivery claimed it."""
 
