@@ -359,6 +359,25 @@ def test_a_mismatching_message_fails_its_own_row_but_not_another_row(start_worke
     assert other.pk != own.pk
 
 
+def test_arguments_that_no_longer_fit_the_task_fail_the_row_at_once(start_worker):
+    start_worker("default")
+    # A row written before the task's signature changed (a deploy): its arguments fit no longer.
+    args = ["old", 1.0, 2.0, "removed parameter"]
+    stale = TaskRecord.objects.create(
+        key="stale-signature",
+        task_name=tasks.make_effect.name,
+        queue="default",
+        payload_hash=payload_hash(tasks.make_effect.name, args, {}),
+        args=args,
+    )
+    publishing.publish(stale)
+    failed = wait_for_status("stale-signature", Status.FAILED, 30)
+    assert failed.error_type.endswith("ArgumentsDoNotFitError")
+    assert "do not fit the task's signature" in failed.error_message
+    assert failed.attempts == 1  # not retried: no retry makes them fit
+    assert tasks.count("runs:old") == 0
+
+
 def test_retries_work_with_the_result_backend_unreachable(start_worker):
     # The result backend is a Redis nobody listens on: the status row alone carries the retries.
     worker = start_worker("default", env={"CELERY_RESULT_BACKEND": "redis://127.0.0.1:9/0"})
