@@ -342,7 +342,8 @@ def report_progress(
 
     ``outside_transaction``: inside an open transaction, write through a connection of this thread's own
     instead, so readers (and the reaper) see it now, not at the commit. The transaction has not touched
-    the row (its success write comes last), so the two connections never wait for each other.
+    the row (its success write comes last), so the two connections never wait for each other. Not on
+    SQLite, where the write joins the transaction.
     """
     values = {
         "progress": fraction,
@@ -351,8 +352,9 @@ def report_progress(
     }
     where = "{key} = %s AND {owner} = %s AND {status} = %s"
     params = {"key": key, "owner": owner, "status": Status.RUNNING}
-    using = router.db_for_write(TaskRecord)
-    if not (outside_transaction and connections[using].in_atomic_block):
+    current = connections[router.db_for_write(TaskRecord)]
+    # SQLite serialises writers: a second connection would wait for this one's transaction to end.
+    if not (outside_transaction and current.in_atomic_block and current.vendor != "sqlite"):
         return bool(_update_rows(values, where, params))
     connection = _side_connection()
     try:
