@@ -404,6 +404,18 @@ def test_a_message_the_worker_drops_before_running_leaves_the_reason_on_its_row(
     # The workers accept JSON only: a pickled body is dropped unread.
     headers = {publishing.KEY_HEADER: "refused-pickle"}
     tasks.make_effect.apply_async(("p",), task_id=str(pickled.pk), headers=headers, serializer="pickle")
+    # A body that is not JSON at all: Celery cannot decode it.
+    broken = pending_row_for("refused-broken", "b")
+    queue = tasks.make_effect.app.amqp.queues["default"]
+    with tasks.make_effect.app.producer_or_acquire() as producer:
+        producer.publish(
+            b"{not json",
+            exchange=queue.exchange,
+            routing_key=queue.routing_key,
+            content_type="application/json",
+            content_encoding="utf-8",
+            headers={"task": tasks.make_effect.name, "id": str(broken.pk), publishing.KEY_HEADER: "refused-broken"},
+        )
     # Under another row's key but not its message: that row is left alone.
     tasks.make_effect.app.send_task(
         "tests.tasks.idempotency.not_deployed_here", queue="default", headers={publishing.KEY_HEADER: "refused-stray"}
@@ -415,10 +427,12 @@ def test_a_message_the_worker_drops_before_running_leaves_the_reason_on_its_row(
         assert found is not None
         return found
 
-    for key, problem in (
-        ("refused-unknown", "'tests.tasks.idempotency.not_deployed_here'"),
-        ("refused-pickle", "pickle"),
-    ):
+    expected = {
+        "refused-unknown": "'tests.tasks.idempotency.not_deployed_here'",
+        "refused-pickle": "pickle",
+        "refused-broken": "DecodeError",
+    }
+    for key, problem in expected.items():
         refused = noted(key)
         assert refused.status == Status.PENDING
         assert refused.error_type.endswith("MessageRefusedError")

@@ -1,15 +1,17 @@
-"""Messages a worker refuses before any task runs (unknown task, content it does not accept): noted on the row."""
+"""Messages a worker drops before any task runs (unknown task, refused or undecodable content): noted on the row."""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
+from celery import bootsteps
+
 from . import claims
 from .exceptions import MessageRefusedError
 from .publishing import KEY_HEADER
 
-__all__ = ["note_refused_message"]
+__all__ = ["NoteUndecodableMessages", "note_refused_message"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,3 +37,21 @@ def note_refused_message(
     except Exception:
         # The consumer must go on consuming whatever the database does; the log keeps the refusal.
         logger.warning("Could not note the refused message of key %r on its row", key, exc_info=True)
+
+
+class NoteUndecodableMessages(bootsteps.Step):
+    """Consumer step: a message whose body does not decode also notes its reason on its row.
+
+    Celery sends no signal for it (``Consumer.on_decode_error`` logs and acks), so the step wraps the
+    consumer's handler; the headers, which carry the key and id, decode apart from the body.
+    """
+
+    def __init__(self, parent: Any, **kwargs: Any) -> None:
+        super().__init__(parent, **kwargs)
+        celery_handler = parent.on_decode_error
+
+        def on_decode_error(message: Any, exc: BaseException) -> None:
+            note_refused_message(sender=parent, message=message, exc=exc)
+            celery_handler(message, exc)
+
+        parent.on_decode_error = on_decode_error

@@ -134,3 +134,4 @@ signals.import_modules.connect(_require_flower_authentication, sender=app, weak=
 
 app.autodiscover_tasks()
 app.steps["consumer"].add("{{ cookiecutter.project_slug }}.worker.heartbeat:Heartbeat")
+app.steps["consumer"].add("{{ cookiecutter.project_slug }}.idempotency.refusals:NoteUndecodableMessages")
