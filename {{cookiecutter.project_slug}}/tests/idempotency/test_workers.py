@@ -8,6 +8,7 @@ import signal
 import time
 import uuid
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 import pytest
 from celery.result import AsyncResult
@@ -443,6 +444,32 @@ def test_a_message_the_worker_drops_before_running_leaves_the_reason_on_its_row(
     assert untouched is not None
     assert (untouched.status, untouched.error_type) == (Status.PENDING, "")
     assert stray.pk == untouched.pk
+
+
+def test_a_task_cancelled_on_broker_loss_runs_again_while_the_result_backend_is_down_too(start_worker, clean_broker):
+    # Broker and result backend are one Redis, reached through a relay the test cuts, as a Redis restart would.
+    port = urlsplit(clean_broker).port
+    assert port is not None
+    relay = TcpProxy(port)
+    try:
+        url = clean_broker.replace(f":{port}/", f":{relay.port}/")
+        env = {"CELERY_BROKER_URL": url, "CELERY_RESULT_BACKEND": url}
+        worker = start_worker("default", *ONE_AT_A_TIME, env=env, name="redis-lost")
+        wait_until(lambda: " ready." in worker.log(), 60, "the worker to be ready")
+        tasks.atomic_effect.using(key="redis-lost").enqueue("redis-lost", pause_after_write=3)
+        wait_until(lambda: tasks.EFFECT_WRITTEN % ("redis-lost", 1) in worker.log(), 30, "the body to run")
+        relay.cut()
+        # The worker cancels the task whose message Redis will deliver again; Celery then writes a RETRY
+        # state to the (unreachable) backend, unless the task ignores it.
+        wait_until(lambda: "Terminating it instead" in worker.log(), 30, "the worker to cancel the task")
+        time.sleep(2)
+        relay.restore()
+        done = wait_for_status("redis-lost", Status.SUCCEEDED, 90)
+        assert Effect.objects.filter(key="redis-lost").count() == 1
+        assert done.attempts == 2
+        assert worker.alive()
+    finally:
+        relay.close()
 
 
 def pending_row_for(key: str, argument: str) -> TaskRecord:
