@@ -29,6 +29,8 @@ __all__ = [
 
 #: Longest idempotency key the status row stores.
 KEY_MAX_LENGTH = 255
+#: The key kombu's encoder marks a typed value with (``{"__type__": "datetime", "__value__": ...}``).
+_TYPE_MARK = '"__type__"'
 #: What kombu's JSON serializer (Celery's ``json``) carries, for error messages.
 ACCEPTED_TYPES = (
     "str, int, float, bool, None, list, tuple, dict with str/int/float/bool/None keys, "
@@ -62,19 +64,25 @@ def normalised(value: Any) -> Any:
     jsonb refuses (see :func:`storage_problem`), ``TypeError`` for one JSON cannot carry.
     """
     text = canonical_json(value)
-    problem = storage_problem(json.loads(text, parse_float=_jsonb_number, parse_constant=float))
+    plain = json.loads(text, parse_float=_jsonb_number, parse_constant=float)
+    problem = storage_problem(plain)
     if problem is not None:
         path, culprit, reason = problem
         raise ValueError(f"{path or 'the value'} is a {type(culprit).__name__} ({_short_repr(culprit)}), {reason}")
-    return json.loads(text, cls=CeleryJSONDecoder, parse_float=_jsonb_number)
+    # Only kombu's typed values (datetimes, Decimals, UUIDs, bytes) need its decoder: the common case parses once.
+    return json.loads(text, cls=CeleryJSONDecoder, parse_float=_jsonb_number) if _TYPE_MARK in text else plain
 
 
 def normalised_call(
     task_name: str, args: Sequence[Any], kwargs: Mapping[str, Any]
 ) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """Return the call's arguments :func:`normalised`; refuse one JSON or the database cannot store, naming it."""
-    check_serializable(task_name, args, kwargs)
-    return tuple(normalised(value) for value in args), {name: normalised(value) for name, value in kwargs.items()}
+    try:
+        call_args, call_kwargs = normalised([list(args), dict(kwargs)])
+    except (TypeError, ValueError):
+        check_serializable(task_name, args, kwargs)  # raises, naming the argument
+        raise
+    return tuple(call_args), call_kwargs
 
 
 def storage_problem(value: Any, path: str = "") -> tuple[str, Any, str] | None:
