@@ -312,6 +312,17 @@ def test_a_lost_owner_fence_rolls_the_body_writes_back(start_worker):
     assert (stolen.status, stolen.owner) == (Status.RUNNING, "elsewhere:1:thief")
 
 
+def test_a_failed_attempt_of_an_atomic_body_leaves_none_of_its_writes(start_worker):
+    start_worker("default")
+    handle = tasks.atomic_fails_once.enqueue("atomic-retry")
+    done = wait_for_status(handle.key, Status.SUCCEEDED, 30)
+    assert (done.attempts, done.result) == (2, 2)
+    # The failed first attempt's write went with its transaction; the retry's committed with the success.
+    assert list(Effect.objects.filter(key__startswith="atomic-retry:").values_list("key", flat=True)) == [
+        "atomic-retry:attempt-2"
+    ]
+
+
 def test_a_long_pool_or_an_opted_out_task_commits_the_body_writes_as_they_happen():
     assert not pools.REPORTS.runs_atomic_effects
     assert pools.DEFAULT.runs_atomic_effects

@@ -109,6 +109,17 @@ def atomic_effect(self: Any, name: str, pause_after_write: float = 0.0, progress
     return {"effect": name, "attempt": attempt}
 
 
+@shared_task(base=IdempotentTask, bind=True, worker_pool=DEFAULT, retry_backoff=0.2)
+def atomic_fails_once(self: Any, name: str) -> int:
+    """Record the effect of this attempt, then fail the first attempt with a retryable error."""
+    claim = request_claim(self.request)
+    attempt = TaskRecord.objects.get(key=claim[0]).attempts if claim else 0
+    Effect.objects.create(key=f"{name}:attempt-{attempt}", task_id=self.request.id)
+    if attempt == 1:
+        raise TransientError(f"attempt {attempt} of {name} failed")
+    return attempt
+
+
 @shared_task(base=IdempotentTask, worker_pool=DEFAULT)
 def echo(value: Any) -> Any:
     """Return the argument: what the row stored is what the body received."""
