@@ -40,6 +40,9 @@ MIN_MARGIN = 2
 #: seconds before it cancels and requeues them (``worker_soft_shutdown_timeout``; see
 #: :attr:`Pool.soft_shutdown_timeout`).
 SOFT_SHUTDOWN_TIMEOUT = 20
+#: A pool whose hard time limit is at most this many seconds runs an idempotent task's body and its success
+#: write in one database transaction by default (:attr:`Pool.atomic_effects`): held open that long at most.
+ATOMIC_EFFECTS_MAX_TIME_LIMIT = 300
 #: Seconds between the end of the soft shutdown and the orchestrator's SIGKILL: the cold shutdown cancels
 #: the remaining tasks, requeues their messages and closes the broker connection in this time.
 GRACE_MARGIN = 10
@@ -92,6 +95,10 @@ class Pool:
     max_memory_per_child: int | None = None
     #: Deliveries of one task before its status row is failed for good.
     max_attempts: int = 5
+    #: Whether an idempotent task's body and its success write share one database transaction (its
+    #: database writes happen once); ``None``: when ``time_limit`` is at most :data:`ATOMIC_EFFECTS_MAX_TIME_LIMIT`.
+    #: A task overrides it with ``atomic_effects`` (``{{ cookiecutter.project_slug }}.idempotency.base.IdempotentTask``).
+    atomic_effects: bool | None = None
 
     def __post_init__(self) -> None:
         if not self.name.isidentifier() or self.name != self.name.lower():
@@ -133,6 +140,13 @@ class Pool:
     def lease_seconds(self) -> int:
         """Return how long a claimed task may run before another worker may reclaim it."""
         return self.time_limit + margin(self.time_limit, LEASE_MARGIN)
+
+    @property
+    def runs_atomic_effects(self) -> bool:
+        """Return whether this pool's idempotent tasks run body and success write in one transaction."""
+        if self.atomic_effects is not None:
+            return self.atomic_effects
+        return self.time_limit <= ATOMIC_EFFECTS_MAX_TIME_LIMIT
 
     @property
     def soft_shutdown_timeout(self) -> int:

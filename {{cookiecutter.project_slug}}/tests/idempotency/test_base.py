@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import pickle
 import threading
@@ -12,6 +13,8 @@ from typing import Any
 
 import pytest
 import redis
+from celery.app.task import Context
+from celery.backends.redis import RedisBackend
 from django.db import connection, transaction
 from django.urls import reverse
 from django.utils import timezone
@@ -22,6 +25,7 @@ from {{ cookiecutter.project_slug }}.idempotency import claims, maintenance, sel
 from {{ cookiecutter.project_slug }}.idempotency.claims import Outcome
 from {{ cookiecutter.project_slug }}.idempotency.exceptions import (
     ArgumentNotSerializableError,
+    ArgumentNotStorableError,
     AttemptsExhaustedError,
     InvalidKeyError,
     LeaseLostError,
@@ -30,7 +34,7 @@ from {{ cookiecutter.project_slug }}.idempotency.exceptions import (
     TaskRecordNotFoundError,
 )
 from {{ cookiecutter.project_slug }}.idempotency.models import Status, TaskRecord
-from {{ cookiecutter.project_slug }}.idempotency.payload import canonical_json, derive_key, payload_hash
+from {{ cookiecutter.project_slug }}.idempotency.payload import canonical_json, derive_key, normalised, payload_hash
 
 from tests.tasks import idempotency as tasks
 
@@ -93,6 +97,103 @@ def test_payload_hash_survives_the_trip_through_the_broker():
     assert payload_hash("t", args, kwargs) != payload_hash("u", args, kwargs)
     assert payload_hash("t", (1,), {}) != payload_hash("t", (), {"x": 1})
     assert canonical_json({"b": 1, "a": 2}) == '{"a":2,"b":1}'
+
+
+#: Values the database stores in another form than Python's (jsonb: numbers as numeric), with tuples and
+#: int keys, which JSON itself changes.
+NORMALISED_BY_THE_DATABASE = [
+    1e16,
+    -1.5e22,
+    1.2345678901234567e30,
+    1.7976931348623157e308,
+    -0.0,
+    1.5e-07,
+    5e-324,
+    0.1,
+    100.0,
+    {"nested": [1e16, (2.5e20, -0.0)]},
+    {3: "int key", 4: 1e16},
+]
+
+
+@pytest.mark.parametrize("value", NORMALISED_BY_THE_DATABASE, ids=repr)
+def test_normalised_values_are_what_the_database_gives_back(db, value):
+    # Stored raw, the database returns the normalised form (PostgreSQL; SQLite keeps the text it was given);
+    # stored normalised, it returns exactly that: the form is a fixed point, and its hash with it.
+    form = canonical_json(normalised(value))
+    raw = TaskRecord.objects.create(key="raw", task_name="t", queue="default", payload_hash="x", result=value)
+    fixed = TaskRecord.objects.create(
+        key="fixed", task_name="t", queue="default", payload_hash="x", result=normalised(value)
+    )
+    raw.refresh_from_db()
+    fixed.refresh_from_db()
+    assert canonical_json(fixed.result) == form
+    assert canonical_json(normalised(normalised(value))) == form
+    if connection.vendor == "postgresql":
+        assert canonical_json(raw.result) == form
+
+
+def test_arguments_the_database_normalises_hash_as_the_row_stores_and_the_message_carries(
+    transactional_db, clean_broker
+):
+    handle = tasks.make_effect.using(key="big-numbers").enqueue("n", seconds=1e16, first_run_seconds=-0.0)
+    stored = TaskRecord.objects.get(key="big-numbers")
+    (message,) = queued(clean_broker)
+    # What a worker decodes: the body as kombu's json serializer reads it.
+    body_args, body_kwargs, _embed = kombu_json.loads(base64.b64decode(message["body"]))
+    assert payload_hash(tasks.make_effect.name, stored.args, stored.kwargs) == stored.payload_hash
+    assert payload_hash(tasks.make_effect.name, body_args, body_kwargs) == stored.payload_hash
+    assert body_kwargs == {"seconds": 10**16, "first_run_seconds": 0.0}
+    assert canonical_json(stored.kwargs) == canonical_json(body_kwargs)
+    assert handle.key == "big-numbers"
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "named", "problem"),
+    [
+        ((float("nan"),), {}, "positional argument 0 is a float (nan)", "no NaN or infinity"),
+        (("ok",), {"seconds": [1, float("inf")]}, "keyword argument 'seconds'[1] is a float (inf)", "NaN or infinity"),
+        (("a\x00b",), {}, "positional argument 0 is a str ('a\\x00b')", "NUL character"),
+        (({"k\x00": 1},), {}, "positional argument 0 (a key of the dict, 'k\\x00')", "NUL character"),
+        (({"deep": ["\ud800"]},), {}, "positional argument 0['deep'][0]", "lone UTF-16 surrogate"),
+        ((b"\x00",), {}, "positional argument 0['__value__'] is a str", "NUL character"),
+    ],
+)
+def test_arguments_the_database_refuses_fail_at_enqueue_naming_them(
+    db, broker, django_capture_on_commit_callbacks, args, kwargs, named, problem
+):
+    redis.Redis.from_url(broker).flushdb()
+    with django_capture_on_commit_callbacks() as callbacks, pytest.raises(ArgumentNotStorableError) as excinfo:
+        tasks.make_effect.enqueue(*args, **kwargs)
+    message = str(excinfo.value)
+    assert named in message
+    assert problem in message
+    assert tasks.make_effect.name in message
+    assert callbacks == []
+    assert not TaskRecord.objects.exists()
+    assert queued(broker) == []
+
+
+def test_the_result_backend_is_written_only_for_a_caller_that_asked_for_a_result():
+    # A backend nobody listens on: any write raises, so a write that is skipped is seen not to happen.
+    unreachable = RedisBackend(app=tasks.make_effect.app, url="redis://127.0.0.1:9/0")
+    tasks.make_effect.backend = unreachable
+    try:
+        backend = tasks.make_effect.backend
+        enqueued = Context({"id": "a", "ignore_result": None})  # enqueue's messages name no choice
+        exc = RuntimeError("cancelled")
+        # What Celery writes for a task cancelled on connection loss, a retry, a failure, a revoke.
+        assert backend.mark_as_retry("a", exc, request=enqueued) is None
+        backend.mark_as_failure("a", exc, request=enqueued)
+        backend.mark_as_revoked("a", "revoked", request=enqueued)
+        backend.mark_as_done("a", 1, enqueued)  # positionally, as celery.app.trace calls it
+        backend.store_result("a", 1, "SUCCESS", request=enqueued)
+        asked = Context({"id": "b", "ignore_result": False})  # apply_async(..., ignore_result=False)
+        with pytest.raises(redis.exceptions.ConnectionError):
+            backend.mark_as_retry("b", exc, request=asked)
+    finally:
+        tasks.make_effect.backend = None
+    assert tasks.make_effect.ignore_result
 
 
 def test_derived_key_names_the_task_and_hash():

@@ -8,6 +8,7 @@ import signal
 import time
 import uuid
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 import pytest
 from celery.result import AsyncResult
@@ -146,7 +147,7 @@ def test_same_message_to_two_workers_at_once_has_one_effect(start_worker):
     task_id = str(uuid.uuid4())
     # As a broker redelivery would: the same message (same id, same arguments) twice, bypassing enqueue.
     for _ in range(2):
-        tasks.make_effect.apply_async(("twice",), {"seconds": 2.0}, task_id=task_id)
+        tasks.make_effect.apply_async(("twice",), {"seconds": 2.0}, task_id=task_id, ignore_result=False)
 
     wait_until(
         lambda: f"[{task_id}] received" in first.log() and f"[{task_id}] received" in second.log(),
@@ -163,7 +164,7 @@ def test_same_message_to_two_workers_at_once_has_one_effect(start_worker):
     assert AsyncResult(task_id).get(timeout=30) == {"effect": "twice", "run": 1}
 
     # A third delivery after success returns the stored result and runs nothing.
-    again = tasks.make_effect.apply_async(("twice",), {"seconds": 2.0})
+    again = tasks.make_effect.apply_async(("twice",), {"seconds": 2.0}, ignore_result=False)
     assert again.get(timeout=30) == {"effect": "twice", "run": 1}
     assert tasks.count("runs:twice") == 1
 
@@ -228,7 +229,8 @@ def test_failing_task_counts_attempts_backs_off_and_fails_for_good(start_worker)
     # Backoff 1 s then 2 s, each with jitter between half and all of it.
     assert gaps[0] >= 0.5, gaps
     assert gaps[1] >= 1.0, gaps
-    assert AsyncResult(handle.id).get(timeout=30, propagate=False).__class__.__name__ == "TransientError"
+    # The row is the record: nothing of an enqueued call is written to Celery's result backend.
+    assert AsyncResult(handle.id).state == "PENDING"
     time.sleep(2.5)  # longer than the next backoff would be: no fourth attempt comes
     assert tasks.count("runs:boom") == 3
 
@@ -244,7 +246,9 @@ def test_same_key_different_arguments_at_the_worker_is_refused_without_running(s
     tasks.make_effect.using(key="shared-key").enqueue("original")
     wait_for_status("shared-key", Status.SUCCEEDED, 60)
     # A message under the same key with other arguments (a client bug, or a forged message).
-    stray = tasks.make_effect.apply_async(("intruder",), headers={publishing.KEY_HEADER: "shared-key"})
+    stray = tasks.make_effect.apply_async(
+        ("intruder",), headers={publishing.KEY_HEADER: "shared-key"}, ignore_result=False
+    )
     with pytest.raises(Exception, match="'shared-key'") as excinfo:
         stray.get(timeout=30)
     assert type(excinfo.value).__name__ == "PayloadMismatchError"
@@ -273,3 +277,223 @@ def test_progress_is_recorded_and_the_result_read_by_key(start_worker):
     assert final.progress == 1.0
     assert final.progress_message == "step 4 of 4"
     assert seen & {0.25, 0.5, 0.75}, seen  # some intermediate progress was visible while it ran
+
+
+# ------------------------------------------------------------------------------
+# The status row as the system of record
+# ------------------------------------------------------------------------------
+
+
+def test_a_kill_between_the_body_write_and_the_success_write_leaves_the_effect_once(start_worker):
+    worker = start_ready(start_worker, "atomic")
+    tasks.atomic_effect.using(key="atomic-kill").enqueue("atomic-kill", pause_after_write=30, progress=True)
+    written = tasks.EFFECT_WRITTEN % ("atomic-kill", 1)
+    wait_until(lambda: written in worker.log(), 30, "the body to write its effect")
+    # The progress written inside the body's transaction is seen at once (a connection of its own) ...
+    wait_until(lambda: (r := row("atomic-kill")) is not None and r.progress == 0.5, 10, "the progress to show")
+    # ... the effect only with the success write, which has not happened.
+    assert not Effect.objects.filter(key="atomic-kill").exists()
+    claimed = row("atomic-kill")
+    assert claimed is not None
+    os.kill(int(claimed.owner.rsplit(":", 2)[1]), signal.SIGKILL)  # the pool child, mid-transaction
+
+    done = wait_for_status("atomic-kill", Status.SUCCEEDED, 60)
+    assert done.attempts == 2
+    assert done.result == {"effect": "atomic-kill", "attempt": 2}
+    assert Effect.objects.filter(key="atomic-kill").count() == 1
+    assert worker.alive()
+
+
+def test_a_lost_owner_fence_rolls_the_body_writes_back(start_worker):
+    worker = start_ready(start_worker, "fence")
+    tasks.atomic_effect.using(key="atomic-fence").enqueue("atomic-fence", pause_after_write=2)
+    wait_until(lambda: tasks.EFFECT_WRITTEN % ("atomic-fence", 1) in worker.log(), 30, "the effect to be written")
+    # Another delivery takes the row over, as after an expired lease.
+    TaskRecord.objects.filter(key="atomic-fence").update(owner="elsewhere:1:thief")
+    wait_until(lambda: "lease lost to another delivery" in worker.log(), 30, "the success write to be refused")
+    assert not Effect.objects.filter(key="atomic-fence").exists()
+    stolen = row("atomic-fence")
+    assert stolen is not None
+    assert (stolen.status, stolen.owner) == (Status.RUNNING, "elsewhere:1:thief")
+
+
+def test_a_failed_attempt_of_an_atomic_body_leaves_none_of_its_writes(start_worker):
+    start_worker("default")
+    handle = tasks.atomic_fails_once.enqueue("atomic-retry")
+    done = wait_for_status(handle.key, Status.SUCCEEDED, 30)
+    assert (done.attempts, done.result) == (2, 2)
+    # The failed first attempt's write went with its transaction; the retry's committed with the success.
+    assert list(Effect.objects.filter(key__startswith="atomic-retry:").values_list("key", flat=True)) == [
+        "atomic-retry:attempt-2"
+    ]
+
+
+def test_a_long_pool_or_an_opted_out_task_commits_the_body_writes_as_they_happen():
+    assert not pools.REPORTS.runs_atomic_effects
+    assert pools.DEFAULT.runs_atomic_effects
+    assert pools.DEFAULT.time_limit <= pools.ATOMIC_EFFECTS_MAX_TIME_LIMIT < pools.REPORTS.time_limit
+    assert tasks.atomic_effect.runs_atomically() == (connection.vendor != "sqlite")
+    assert not tasks.make_effect.runs_atomically()
+
+
+def test_numbers_the_database_normalises_do_not_make_their_own_row_unclaimable(start_worker):
+    start_worker("default")
+    value = {"big": 1e16, "huge": 1.2345678901234567e30, "zero": -0.0, "small": 1.5e-07}
+    handle = tasks.echo.enqueue(value)
+    done = wait_for_status(handle.key, Status.SUCCEEDED, 30)
+    assert done.result == {"big": 10**16, "huge": 1234567890123456700000000000000, "zero": 0.0, "small": 1.5e-07}
+    assert done.attempts == 1
+
+
+@pytest.mark.parametrize(("kind", "named"), [("nan", "float (nan)"), ("inf", "float (inf)"), ("nul", "NUL character")])
+def test_a_result_the_database_refuses_fails_the_row_naming_it(start_worker, kind, named):
+    start_worker("default")
+    handle = tasks.unstorable_result.enqueue(kind)
+    failed = wait_for_status(handle.key, Status.FAILED, 30)
+    assert failed.error_type.endswith("ResultNotSerializableError")
+    assert "['mean']" in failed.error_message
+    assert named in failed.error_message
+    assert failed.attempts == 1
+
+
+def test_a_mismatching_message_fails_its_own_row_but_not_another_row(start_worker):
+    worker = start_worker("default")
+    # Two rows whose messages carry other arguments than the rows: one under the row's own id, one stray.
+    own = pending_row_for("mismatch-own", "declared")
+    other = pending_row_for("mismatch-other", "declared")
+    headers = {publishing.KEY_HEADER: "mismatch-own"}
+    tasks.make_effect.apply_async(("forged",), task_id=str(own.pk), headers=headers)
+    tasks.make_effect.apply_async(("stray",), headers={publishing.KEY_HEADER: "mismatch-other"})
+
+    failed = wait_for_status("mismatch-own", Status.FAILED, 30)
+    assert failed.error_type.endswith("PayloadMismatchError")
+    assert "'mismatch-own'" in failed.error_message
+    wait_until(lambda: worker.log().count("PayloadMismatchError") >= 2, 30, "both deliveries to be refused")
+    untouched = row("mismatch-other")
+    assert untouched is not None
+    assert (untouched.status, untouched.error_type) == (Status.PENDING, "")
+    assert tasks.count("runs:forged") == tasks.count("runs:stray") == 0
+    assert other.pk != own.pk
+
+
+def test_arguments_that_no_longer_fit_the_task_fail_the_row_at_once(start_worker):
+    start_worker("default")
+    # A row written before the task's signature changed (a deploy): its arguments fit no longer.
+    args = ["old", 1.0, 2.0, "removed parameter"]
+    stale = TaskRecord.objects.create(
+        key="stale-signature",
+        task_name=tasks.make_effect.name,
+        queue="default",
+        payload_hash=payload_hash(tasks.make_effect.name, args, {}),
+        args=args,
+    )
+    publishing.publish(stale)
+    failed = wait_for_status("stale-signature", Status.FAILED, 30)
+    assert failed.error_type.endswith("ArgumentsDoNotFitError")
+    assert "do not fit the task's signature" in failed.error_message
+    assert failed.attempts == 1  # not retried: no retry makes them fit
+    assert tasks.count("runs:old") == 0
+
+
+def test_retries_work_with_the_result_backend_unreachable(start_worker):
+    # The result backend is a Redis nobody listens on: the status row alone carries the retries.
+    worker = start_worker("default", env={"CELERY_RESULT_BACKEND": "redis://127.0.0.1:9/0"})
+    handle = tasks.always_fails.enqueue("no-backend")
+    done = wait_for_status(handle.key, Status.FAILED, 60)
+    assert done.attempts == 3
+    assert tasks.count("runs:no-backend") == 3
+    assert "Connection refused" not in worker.log()
+    assert worker.alive()
+
+
+def test_a_message_the_worker_drops_before_running_leaves_the_reason_on_its_row(start_worker):
+    worker = start_worker("default")
+    unknown = pending_row_for("refused-unknown", "u")
+    pickled = pending_row_for("refused-pickle", "p")
+    stray = pending_row_for("refused-stray", "s")
+    tasks.make_effect.app.send_task(
+        "tests.tasks.idempotency.not_deployed_here",
+        args=["u"],
+        task_id=str(unknown.pk),
+        queue="default",
+        headers={publishing.KEY_HEADER: "refused-unknown"},
+    )
+    # The workers accept JSON only: a pickled body is dropped unread.
+    headers = {publishing.KEY_HEADER: "refused-pickle"}
+    tasks.make_effect.apply_async(("p",), task_id=str(pickled.pk), headers=headers, serializer="pickle")
+    # A body that is not JSON at all: Celery cannot decode it.
+    broken = pending_row_for("refused-broken", "b")
+    queue = tasks.make_effect.app.amqp.queues["default"]
+    with tasks.make_effect.app.producer_or_acquire() as producer:
+        producer.publish(
+            b"{not json",
+            exchange=queue.exchange,
+            routing_key=queue.routing_key,
+            content_type="application/json",
+            content_encoding="utf-8",
+            headers={"task": tasks.make_effect.name, "id": str(broken.pk), publishing.KEY_HEADER: "refused-broken"},
+        )
+    # Under another row's key but not its message: that row is left alone.
+    tasks.make_effect.app.send_task(
+        "tests.tasks.idempotency.not_deployed_here", queue="default", headers={publishing.KEY_HEADER: "refused-stray"}
+    )
+
+    def noted(key: str) -> TaskRecord:
+        wait_until(lambda: (r := row(key)) is not None and r.error_type != "", 30, f"the refusal of {key}")
+        found = row(key)
+        assert found is not None
+        return found
+
+    expected = {
+        "refused-unknown": "'tests.tasks.idempotency.not_deployed_here'",
+        "refused-pickle": "pickle",
+        "refused-broken": "DecodeError",
+    }
+    for key, problem in expected.items():
+        refused = noted(key)
+        assert refused.status == Status.PENDING
+        assert refused.error_type.endswith("MessageRefusedError")
+        assert problem in refused.error_message
+        assert "default-0@" in refused.error_message
+    wait_until(lambda: worker.log().count("not_deployed_here") >= 4, 30, "the stray message to be dropped")
+    untouched = row("refused-stray")
+    assert untouched is not None
+    assert (untouched.status, untouched.error_type) == (Status.PENDING, "")
+    assert stray.pk == untouched.pk
+
+
+def test_a_task_cancelled_on_broker_loss_runs_again_while_the_result_backend_is_down_too(start_worker, clean_broker):
+    # Broker and result backend are one Redis, reached through a relay the test cuts, as a Redis restart would.
+    port = urlsplit(clean_broker).port
+    assert port is not None
+    relay = TcpProxy(port)
+    try:
+        url = clean_broker.replace(f":{port}/", f":{relay.port}/")
+        env = {"CELERY_BROKER_URL": url, "CELERY_RESULT_BACKEND": url}
+        worker = start_worker("default", *ONE_AT_A_TIME, env=env, name="redis-lost")
+        wait_until(lambda: " ready." in worker.log(), 60, "the worker to be ready")
+        tasks.atomic_effect.using(key="redis-lost").enqueue("redis-lost", pause_after_write=3)
+        wait_until(lambda: tasks.EFFECT_WRITTEN % ("redis-lost", 1) in worker.log(), 30, "the body to run")
+        relay.cut()
+        # The worker cancels the task whose message Redis will deliver again; Celery then writes a RETRY
+        # state to the (unreachable) backend, unless the task ignores it.
+        wait_until(lambda: "Terminating it instead" in worker.log(), 30, "the worker to cancel the task")
+        time.sleep(2)
+        relay.restore()
+        done = wait_for_status("redis-lost", Status.SUCCEEDED, 90)
+        assert Effect.objects.filter(key="redis-lost").count() == 1
+        assert done.attempts == 2
+        assert worker.alive()
+    finally:
+        relay.close()
+
+
+def pending_row_for(key: str, argument: str) -> TaskRecord:
+    """Create the pending row of ``make_effect(argument)`` under ``key``, as ``enqueue`` would, unpublished."""
+    return TaskRecord.objects.create(
+        key=key,
+        task_name=tasks.make_effect.name,
+        queue="default",
+        payload_hash=payload_hash(tasks.make_effect.name, [argument], {}),
+        args=[argument],
+    )

@@ -75,7 +75,8 @@ EFFECT_TASKS = {"default": effect_default, "images": effect_images, "emails": ef
 POISON_MAX_ATTEMPTS = 2
 
 
-@shared_task(base=IdempotentTask, worker_pool=pools.DEFAULT, max_attempts=POISON_MAX_ATTEMPTS)
+# Its start marker must outlive the kill: it opts out of the transaction around body and success write.
+@shared_task(base=IdempotentTask, worker_pool=pools.DEFAULT, max_attempts=POISON_MAX_ATTEMPTS, atomic_effects=False)
 def poison(name: str) -> str:
     """Kill the process running this task with SIGKILL, as a task that runs out of memory would, every time."""
     bump(f"started:{name}")

@@ -23,6 +23,7 @@ __all__ = [
     "current_task_object",
     "filesystem_broker_lock",
     "forget_connections",
+    "ignores_result",
     "register_pool",
     "request_claim",
     "set_request_claim",
@@ -147,6 +148,14 @@ def set_request_claim(request: Context, claim: tuple[str, str] | None) -> None:
     # Celery's request Context takes any attribute (message headers land there too), and it is what a task
     # reaches from set_progress; celery-types declares only Celery's own attributes.
     request.idempotency_claim = claim  # type: ignore[attr-defined]
+
+
+def ignores_result(task: Task[Any, Any], request: Any) -> bool:
+    """Return whether the delivery ``request`` of ``task`` ignores its result (its own choice, else the task's)."""
+    # Celery's own rule (celery.app.task.get_actual_ignore_result), which celery-types does not declare.
+    from celery.app import task as celery_task
+
+    return bool(celery_task.get_actual_ignore_result(task, request))  # type: ignore[attr-defined]
 
 
 def request_claim(request: Context) -> tuple[str, str] | None:

@@ -13,13 +13,18 @@ class IdempotencyConfig(AppConfig):
     verbose_name = "Idempotent tasks"
 
     def ready(self) -> None:
-        from celery.signals import task_postrun, task_prerun
+        from celery.signals import task_postrun, task_prerun, task_rejected, task_unknown
+
+        from .refusals import note_refused_message
 
         # Every idempotent task writes its row twice: keep the worker's database connection between
         # tasks (settings.CELERY_DB_REUSE_MAX stops Celery closing it around each task) and close it
         # the way Django does around each request: when broken, or older than CONN_MAX_AGE.
         task_prerun.connect(close_old_connections, weak=False, dispatch_uid="idempotency-close-old-connections")
         task_postrun.connect(close_old_connections, weak=False, dispatch_uid="idempotency-close-old-connections-post")
+        # A message dropped before any task runs leaves its reason on its row, not only in the worker's log.
+        task_unknown.connect(note_refused_message, weak=False, dispatch_uid="idempotency-unknown-task")
+        task_rejected.connect(note_refused_message, weak=False, dispatch_uid="idempotency-rejected-message")
 
 
 def close_old_connections(sender: Any = None, **kwargs: Any) -> None:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from celery.exceptions import Ignore, Reject, Retry
 from celery.utils.log import get_task_logger
-from django.db import InterfaceError, OperationalError
+from django.db import InterfaceError, OperationalError, connections, router, transaction
 
 from {{ cookiecutter.project_slug }} import pools
 from {{ cookiecutter.project_slug }}.claimcheck.base import ClaimCheckTask, discard_arguments, payload_identity
@@ -22,16 +22,18 @@ from {{ cookiecutter.project_slug }}.core.errors import PermanentError
 from {{ cookiecutter.project_slug }}.worker.queues import pools_in_force
 
 from . import claims, publishing
+from .backend import RequestedResultsBackend
 from .claims import Claim, Outcome
 from .exceptions import (
+    ArgumentsDoNotFitError,
     AttemptsExhaustedError,
     LeaseLostError,
     PayloadMismatchError,
     ResultNotSerializableError,
     TaskAlreadyFailedError,
 )
-from .models import Status
-from .payload import canonical_json, check_serializable, derive_key, payload_hash, validate_key
+from .models import Status, TaskRecord
+from .payload import check_serializable, derive_key, normalised, normalised_call, payload_hash, validate_key
 from .publishing import KEY_HEADER, Call
 
 if TYPE_CHECKING:
@@ -50,6 +52,7 @@ TAKING_OVER = "%s[%s] key %r: the lease holder %s was a process of this worker t
 LEASE_LOST = "key %r: the row is no longer this delivery's (taken over, or cancelled); its outcome is discarded"
 RETRYING = "key %r attempt %d/%d failed (%r); retrying in %.1fs"
 DATABASE_UNAVAILABLE = "key %r: the database did not answer the claim (%s); delivering again in %.1fs"
+MISMATCH_FAILED = "key %r: this row's own message (task id %s) carries other arguments; the row failed"
 
 
 def owner_is_dead(owner: str, hostname: str | None) -> bool:
@@ -89,6 +92,15 @@ class IdempotentTask(ClaimCheckTask):
     retry_jitter: bool = True
     #: Celery's own retry cap is off: ``max_attempts`` counts every delivery, retries included.
     max_retries = None
+    #: Run the body and the success write in one database transaction, after the claim committed, so the
+    #: body's writes to the status row's database commit with the success or not at all (a kill, a lost
+    #: lease, an exception). ``None``: as the pool decides (``Pool.atomic_effects``: short time limits).
+    #: ``False`` for long work: the body's writes then commit as they happen, and a delivery killed
+    #: after them but before the success write runs the body again. Off on SQLite, which serialises writers.
+    atomic_effects: bool | None = None
+    #: The status row holds status, result and error: Celery's result backend is written only for a
+    #: call published with ``apply_async(..., ignore_result=False)``, whose caller asked for an AsyncResult.
+    ignore_result = True
 
     # ------------------------------------------------------------------
     # Configuration read from the pool registry
@@ -107,6 +119,20 @@ class IdempotentTask(ClaimCheckTask):
     def get_lease_seconds(self) -> float:
         """Return how long a claim lasts without progress reports: the pool's hard time limit plus a margin."""
         return self.get_pool().lease_seconds
+
+    def runs_atomically(self) -> bool:
+        """Return whether the body and the success write share one transaction (see :attr:`atomic_effects`)."""
+        wanted = self.atomic_effects if self.atomic_effects is not None else self.get_pool().runs_atomic_effects
+        return wanted and connections[router.db_for_write(TaskRecord)].vendor != "sqlite"
+
+    @property
+    def backend(self) -> Any:
+        """Return the app's result backend, written only for deliveries whose caller asked for a result."""
+        return RequestedResultsBackend(self, super().backend)
+
+    @backend.setter
+    def backend(self, value: Any) -> None:
+        self._backend = value
 
     def backoff_delay(self, attempt: int) -> float:
         """Return the seconds to wait after failed attempt number ``attempt`` (1-based)."""
@@ -159,8 +185,10 @@ class IdempotentTask(ClaimCheckTask):
         if key is not None:
             key = validate_key(key)
         if not checked:
-            self.check_call(args, kwargs)
-        offloaded_args, offloaded_kwargs = self.offload_call(tuple(args), dict(kwargs or {}))
+            self.check_arguments(tuple(args), dict(kwargs or {}))
+        # What the row stores, the message carries and the hash covers: the database's own form of the values.
+        args, kwargs = normalised_call(self.name, tuple(args), dict(kwargs or {}))
+        offloaded_args, offloaded_kwargs = self.offload_call(args, kwargs)
         digest = payload_hash(self.name, *payload_identity(offloaded_args, offloaded_kwargs))
         return Call(
             key=key if key is not None else derive_key(self.name, digest),
@@ -185,6 +213,8 @@ class IdempotentTask(ClaimCheckTask):
         request = self.request
         if request.called_directly:
             return super().__call__(*args, **kwargs)
+        # A call published without enqueue (apply_async) gets the form its row will store, as enqueue's has.
+        args, kwargs = normalised_call(self.name, args, kwargs)
         # An offloaded argument set is identified by its blob's sha256: no blob read before the claim.
         digest = payload_hash(self.name, *payload_identity(args, kwargs))
         given = getattr(request, KEY_HEADER, None)
@@ -225,11 +255,13 @@ class IdempotentTask(ClaimCheckTask):
             logger.warning(DATABASE_UNAVAILABLE, key, exc, delay)
             raise self.retry(exc=exc, countdown=delay) from None
         if claim.outcome is not Outcome.CLAIMED:
-            return self._not_claimed(claim, key, digest, max_attempts)
+            return self._not_claimed(claim, key, digest, max_attempts, task_id)
         set_request_claim(request, (key, owner))
+        atomic = self.runs_atomically()
         try:
-            stored = super().__call__(*args, **kwargs)
-            _check_result(self.name, stored)
+            if atomic:
+                return self._run_atomically(key, owner, args, kwargs)
+            stored = storable_result(self.name, super().__call__(*args, **kwargs))
         except LeaseLostError:
             logger.warning(LEASE_LOST, key)
             raise Ignore() from None
@@ -264,13 +296,36 @@ class IdempotentTask(ClaimCheckTask):
             raise Ignore()
         return stored
 
-    def _not_claimed(self, claim: Claim, key: str, digest: str, max_attempts: int) -> Any:
+    def _run_atomically(self, key: str, owner: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Run the claim-check call and the fenced success write in one transaction; a lost fence undoes both."""
+        # The claim committed before this transaction began, so a reaper or a duplicate sees the lease;
+        # the body's writes and the success commit together: a kill anywhere leaves both or neither.
+        with transaction.atomic(using=router.db_for_write(TaskRecord)):
+            stored = storable_result(self.name, super().__call__(*args, **kwargs))
+            if not claims.succeed(key=key, owner=owner, result=stored):
+                raise LeaseLostError(key, owner)  # rolls the body's writes back with it
+        return stored
+
+    def resolve_call(self, args: Any, kwargs: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """Return the body's arguments (loaded if offloaded); arguments that do not fit its signature fail the row."""
+        resolved_args, resolved_kwargs = super().resolve_call(args, kwargs)
+        try:
+            self.check_arguments(resolved_args, resolved_kwargs)
+        except TypeError as exc:
+            raise ArgumentsDoNotFitError(self.name, str(exc)) from None
+        return resolved_args, resolved_kwargs
+
+    def _not_claimed(self, claim: Claim, key: str, digest: str, max_attempts: int, task_id: str) -> Any:
         record = claim.record
         if claim.outcome is Outcome.SUCCEEDED and record is not None:
             logger.info(SKIPPED_SUCCEEDED, key)
             return record.result
         if claim.outcome is Outcome.MISMATCH and record is not None:
-            raise PayloadMismatchError(key, self.name, record.payload_hash, digest)
+            mismatch = PayloadMismatchError(key, self.name, record.payload_hash, digest)
+            # Only the row's own message fails it: a stray or forged one under its key must not.
+            if claims.fail_own_delivery(key=key, task_id=task_id, exc=mismatch):
+                logger.error(MISMATCH_FAILED, key, task_id)
+            raise mismatch
         if claim.outcome is Outcome.FAILED and record is not None:
             raise TaskAlreadyFailedError(key, record.error_type, record.error_message)
         if claim.outcome is Outcome.EXHAUSTED and record is not None:
@@ -297,7 +352,11 @@ class IdempotentTask(ClaimCheckTask):
     # ------------------------------------------------------------------
 
     def set_progress(self, fraction: float, message: str = "") -> None:
-        """Record progress (0.0 to 1.0) and extend the lease; raise ``LeaseLostError`` if another delivery took over."""
+        """Record progress (0.0 to 1.0) and extend the lease; raise ``LeaseLostError`` if another delivery took over.
+
+        Inside the transaction of an atomic body the write goes through a connection of its own, so the
+        progress and the lease it extends are seen at once, not at the commit.
+        """
         if not 0.0 <= fraction <= 1.0:
             raise ValueError(f"Progress must be between 0.0 and 1.0; got {fraction!r}.")
         claim = request_claim(self.request)
@@ -305,7 +364,12 @@ class IdempotentTask(ClaimCheckTask):
             return  # called directly, outside a worker: nothing to record
         key, owner = claim
         if not claims.report_progress(
-            key=key, owner=owner, fraction=fraction, message=message, lease_seconds=self.get_lease_seconds()
+            key=key,
+            owner=owner,
+            fraction=fraction,
+            message=message,
+            lease_seconds=self.get_lease_seconds(),
+            outside_transaction=True,
         ):
             raise LeaseLostError(key, owner)
 
@@ -338,11 +402,12 @@ def set_progress(fraction: float, message: str = "") -> None:
         task.set_progress(fraction, message)
 
 
-def _check_result(task_name: str, value: Any) -> None:
+def storable_result(task_name: str, value: Any) -> Any:
+    """Return ``value`` as the status row stores it, or raise ``ResultNotSerializableError`` naming the problem."""
     try:
-        canonical_json(value)
+        return normalised(value)
     except (TypeError, ValueError) as exc:
         raise ResultNotSerializableError(
-            f"{task_name} returned a {type(value).__name__} that JSON cannot store ({exc}); "
-            "return JSON-compatible data."
+            f"{task_name} returned a {type(value).__name__} that the status row cannot store ({exc}); "
+            "return JSON-compatible data without NaN, infinities or NUL characters."
         ) from None

@@ -7,6 +7,7 @@ only explain a refusal.
 from __future__ import annotations
 
 import enum
+import threading
 import traceback as tb
 import uuid
 from collections.abc import Mapping, Sequence
@@ -14,7 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import connections, router, transaction
+from django.db import DatabaseError, connections, router, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Case, CharField, DateTimeField, F, Q, QuerySet, Value, When
 from django.utils import timezone
 
@@ -30,6 +32,8 @@ __all__ = [
     "error_fields",
     "fail",
     "fail_exhausted",
+    "fail_own_delivery",
+    "note_refusal",
     "release",
     "report_progress",
     "retry_due",
@@ -189,6 +193,7 @@ def _update_rows(
     params: Mapping[str, Any] | Sequence[tuple[str, Any]],
     *,
     increment: Sequence[str] = (),
+    connection: BaseDatabaseWrapper | None = None,
 ) -> int:
     """Run one ``UPDATE`` of the status table and return the number of rows it changed.
 
@@ -196,10 +201,22 @@ def _update_rows(
     the statements themselves (about 1.2 ms of 2 ms per task on PostgreSQL), so they are written
     here as SQL. Values are prepared by the model's fields, as the ORM would; ``where`` names
     columns by field name in braces (``{owner} = %s``) and ``params`` pairs each placeholder with
-    the field that prepares its value.
+    the field that prepares its value. ``connection``: another connection than the alias's own.
     """
     using = router.db_for_write(TaskRecord)
-    connection = connections[using]
+    if connection is not None:
+        return _execute_update(connection, values, where, params, increment)
+    with transaction.mark_for_rollback_on_error(using):
+        return _execute_update(connections[using], values, where, params, increment)
+
+
+def _execute_update(
+    connection: BaseDatabaseWrapper,
+    values: Mapping[str, Any],
+    where: str,
+    params: Mapping[str, Any] | Sequence[tuple[str, Any]],
+    increment: Sequence[str],
+) -> int:
     quote = connection.ops.quote_name
     meta = TaskRecord._meta
     fields = {f.name: f for f in meta.concrete_fields}
@@ -212,9 +229,23 @@ def _update_rows(
     arguments += [fields[name].get_db_prep_value(value, connection) for name, value in pairs]
     # Only quoted column names are formatted in; every value is a parameter.
     sql = f"UPDATE {quote(meta.db_table)} SET {', '.join(assignments)} WHERE {where.format(**columns)}"  # noqa: S608
-    with transaction.mark_for_rollback_on_error(using), connection.cursor() as cursor:
+    with connection.cursor() as cursor:
         cursor.execute(sql, arguments)
         return cursor.rowcount
+
+
+_side = threading.local()
+
+
+def _side_connection() -> BaseDatabaseWrapper:
+    """Return this thread's second connection to the status rows' database, in autocommit: seen at once."""
+    using = router.db_for_write(TaskRecord)
+    connection: BaseDatabaseWrapper | None = getattr(_side, "connection", None)
+    if connection is None:
+        connection = connections.create_connection(using)
+        _side.connection = connection
+    connection.close_if_unusable_or_obsolete()
+    return connection
 
 
 def fail_exhausted(*, key: str, max_attempts: int, now: datetime | None = None, dead_owner: str | None = None) -> bool:
@@ -319,12 +350,62 @@ def attempt_failed(*, key: str, owner: str, exc: BaseException, max_attempts: in
     return TaskRecord.objects.get(key=key) if updated else None
 
 
-def report_progress(*, key: str, owner: str, fraction: float, message: str, lease_seconds: float) -> bool:
-    """Store progress and extend the lease, if ``owner`` still holds the row."""
+def report_progress(
+    *, key: str, owner: str, fraction: float, message: str, lease_seconds: float, outside_transaction: bool = False
+) -> bool:
+    """Store progress and extend the lease, if ``owner`` still holds the row.
+
+    ``outside_transaction``: inside an open transaction, write through a connection of this thread's own
+    instead, so readers (and the reaper) see it now, not at the commit. The transaction has not touched
+    the row (its success write comes last), so the two connections never wait for each other. Not on
+    SQLite, where the write joins the transaction.
+    """
+    values = {
+        "progress": fraction,
+        "progress_message": message[:255],
+        "lease_expires_at": timezone.now() + timedelta(seconds=lease_seconds),
+    }
+    where = "{key} = %s AND {owner} = %s AND {status} = %s"
+    params = {"key": key, "owner": owner, "status": Status.RUNNING}
+    current = connections[router.db_for_write(TaskRecord)]
+    # SQLite serialises writers: a second connection would wait for this one's transaction to end.
+    if not (outside_transaction and current.in_atomic_block and current.vendor != "sqlite"):
+        return bool(_update_rows(values, where, params))
+    connection = _side_connection()
+    try:
+        return bool(_update_rows(values, where, params, connection=connection))
+    except DatabaseError:
+        connection.close()  # reconnect at the next report
+        raise
+
+
+def fail_own_delivery(*, key: str, task_id: str, exc: BaseException) -> bool:
+    """Fail the row of ``key`` with ``exc`` if ``task_id`` is the row's own message and no live lease holds it.
+
+    For a refusal of a delivery that no retry changes (its arguments do not match the row's): only the
+    message enqueue published for the row (its id) or the delivery that claimed it last (``task_id``)
+    fails it, so a stray or forged message under the key leaves the row alone.
+    """
+    now = timezone.now()
+    own = Q(task_id=task_id) | Q(pk=_uuid_or_none(task_id))
+    claimable = Q(status=Status.PENDING) | Q(status=Status.RUNNING, lease_expires_at__lt=now)
     return bool(
-        _owned(key, owner).update(
-            progress=fraction,
-            progress_message=message[:255],
-            lease_expires_at=timezone.now() + timedelta(seconds=lease_seconds),
+        TaskRecord.objects.filter(own, claimable, key=key).update(
+            status=Status.FAILED, owner="", lease_expires_at=None, finished_at=now, **error_fields(exc)
         )
     )
+
+
+def note_refusal(*, key: str, task_id: str, exc: BaseException) -> bool:
+    """Write ``exc`` as the error of the row of ``key`` if ``task_id`` is its own message; the status stays."""
+    now = timezone.now()
+    own = Q(task_id=task_id) | Q(pk=_uuid_or_none(task_id))
+    claimable = Q(status=Status.PENDING) | Q(status=Status.RUNNING, lease_expires_at__lt=now)
+    return bool(TaskRecord.objects.filter(own, claimable, key=key).update(**error_fields(exc)))
+
+
+def _uuid_or_none(task_id: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(task_id)
+    except (TypeError, ValueError):
+        return None

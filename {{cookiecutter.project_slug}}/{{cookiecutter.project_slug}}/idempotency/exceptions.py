@@ -25,6 +25,14 @@ class ArgumentNotSerializableError(IdempotencyError, TypeError):
         return f"{carried}, which JSON cannot carry; accepted: {accepted}"
 
 
+class ArgumentNotStorableError(ArgumentNotSerializableError):
+    """A task argument that JSON carries but the database's JSON refuses (NaN, infinities, NUL in strings)."""
+
+    def __str__(self) -> str:
+        task_name, argument, value_type, value_repr, reason = self.args
+        return f"{task_name}: {argument} is a {value_type} ({value_repr}), {reason}"
+
+
 class InvalidKeyError(IdempotencyError, ValueError):
     """An idempotency key that is empty, too long or not a string."""
 
@@ -73,6 +81,32 @@ class TaskAlreadyFailedError(IdempotencyError, PermanentError):
 
 class ResultNotSerializableError(IdempotencyError, PermanentError):
     """A task returned a value its status row and Celery's JSON serializer cannot store."""
+
+
+class ArgumentsDoNotFitError(IdempotencyError, PermanentError):
+    """A delivery's arguments do not fit the task's signature: no retry can make them fit."""
+
+    def __init__(self, task_name: str, problem: str) -> None:
+        super().__init__(task_name, problem)
+
+    def __str__(self) -> str:
+        task_name, problem = self.args
+        return f"{task_name}: the message's arguments do not fit the task's signature ({problem})."
+
+
+class MessageRefusedError(IdempotencyError):
+    """A worker dropped a row's message before running anything: a task it does not know, content it refuses."""
+
+    def __init__(self, key: str, task_name: str, hostname: str, problem: str) -> None:
+        super().__init__(key, task_name, hostname, problem)
+
+    def __str__(self) -> str:
+        key, task_name, hostname, problem = self.args
+        why = f" ({problem})" if problem else ""
+        return (
+            f"Worker {hostname} dropped the message of {key!r} for task {task_name!r} without running it{why}; "
+            "the row stays pending until its call is published again to a worker that knows the task."
+        )
 
 
 class LeaseLostError(IdempotencyError):

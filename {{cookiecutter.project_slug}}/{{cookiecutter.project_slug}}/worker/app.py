@@ -136,3 +136,4 @@ app.autodiscover_tasks()
 app.steps["consumer"].add("{{ cookiecutter.project_slug }}.worker.heartbeat:Heartbeat")
 # Named by path: the idempotency app sits above the worker runtime and owns the liveness records it writes.
 app.steps["worker"].add("{{ cookiecutter.project_slug }}.idempotency.liveness:Liveness")
+app.steps["consumer"].add("{{ cookiecutter.project_slug }}.idempotency.refusals:NoteUndecodableMessages")
