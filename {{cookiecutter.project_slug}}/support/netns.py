@@ -11,7 +11,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 #: Where the test networks' subnets are drawn from (a /24 each), away from common LAN and container ranges.
-SUBNETS = ipaddress.ip_network("10.213.0.0/16")
+SUBNETS = ipaddress.IPv4Network("10.213.0.0/16")
 
 
 class NamespacesUnavailableError(RuntimeError):
@@ -50,7 +50,7 @@ class Host:
 def _free_subnet() -> ipaddress.IPv4Network:
     """Return a /24 of ``SUBNETS`` that no route of this machine uses."""
     routes = ip("-4", "route", "show", "table", "all").stdout
-    used = [ipaddress.ip_network(word, strict=False) for word in routes.split() if "/" in word and word[0].isdigit()]
+    used = [ipaddress.IPv4Network(word, strict=False) for word in routes.split() if "/" in word and word[0].isdigit()]
     candidates = list(SUBNETS.subnets(new_prefix=24))
     for _ in range(50):  # bounded: a random /24 of 256, skipping those in use
         subnet = candidates[secrets.randbelow(len(candidates))]

@@ -80,6 +80,7 @@ class TaskRecordAdmin(admin.ModelAdmin):
         if skipped:
             self.message_user(request, f"Skipped {skipped} task(s) that were final already.", messages.WARNING)
 
+
 @admin.register(WorkerLiveness)
 class WorkerLivenessAdmin(admin.ModelAdmin):
     """Read-only view of the worker nodes proving they are alive: a lapsed one's running rows are reclaimed."""
