@@ -12,13 +12,16 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from {{ cookiecutter.project_slug }} import pools
 from {{ cookiecutter.project_slug }}.worker import heartbeat
+from {{ cookiecutter.project_slug }}.worker.devstack import kill_wait
 
 from support.servers import PROJECT_DIR, Process, free_port, wait_until
+from tests.worker import devstack_settings
 
 PACKAGE = "{{ cookiecutter.project_slug }}"
 #: Variables that would point the stack at real services; the embedded stack runs without any of them.
@@ -114,12 +117,17 @@ def devstack(tmp_path: Path) -> Iterator[tuple[Process, dict[str, str]]]:
     assert f"sqlite3 {tmp_path / 'run' / 'db.sqlite3'}" in info, info
     # As `make dev` does: the password waits, in a private file, for the summary printed once the stack answers.
     assert "printed once the stack answers" in run([sys.executable, "manage.py", "demouser", "--hand-over"], env).stdout
-    # An empty env file: honcho must not add the project's .env, the settings read it themselves.
-    (tmp_path / "empty.env").write_text("")
-    honcho = [sys.executable, "-m", "honcho", "start", "-f", "Procfile", "-d", str(PROJECT_DIR)]
-    stack = Process([*honcho, "-e", str(tmp_path / "empty.env")], tmp_path / "honcho.log", env=env).start()
+    stack = start_stack(env, tmp_path / "honcho.log", tmp_path / "empty.env")
     yield stack, env
     stack.stop(timeout=60)
+
+
+def start_stack(env: dict[str, str], log: Path, env_file: Path, *processes: str) -> Process:
+    """Start the Procfile's processes (all, or those named) with make dev's runner."""
+    # An empty env file: honcho must not add the project's .env, the settings read it themselves.
+    env_file.write_text("")
+    runner = [sys.executable, "-m", f"{PACKAGE}.worker.devstack", "-f", "Procfile", "-d", str(PROJECT_DIR)]
+    return Process([*runner, "-e", str(env_file), *processes], log, env=env).start()
 
 
 @pytest.mark.workers
@@ -168,7 +176,7 @@ def test_make_dev_stack_runs_every_process_without_services(devstack, tmp_path):
     wait_until(lambda: "The emails pool is working." in stack.log(), 60, "the console e-mail in the log")
 {%- endif %}
 
-    # Stop as Ctrl-C on `make dev` does: honcho passes SIGTERM on, and kills what outlives its short wait.
+    # Stop as Ctrl-C on `make dev` does: SIGTERM to each process, SIGKILL only for what outlives the grace period.
     worker_pids = [int(path.read_text().split()[0]) for path in beats.glob("*.alive")]
     assert len(worker_pids) == len(pools.POOLS)
     stack.signal(signal.SIGTERM)
@@ -188,3 +196,74 @@ def pid_alive(pid: int) -> bool:
     except (FileNotFoundError, IndexError):
         return False
     return state != "Z"
+
+
+#: Waits until the effect argv[1] of tests.effects exists, or the counter argv[1] reaches argv[2] (at most
+#: argv[3] seconds), then prints every counter and effect.
+WAIT_FOR = """
+import json, sys, time
+import django
+django.setup()
+from tests.effects.models import Counter, Effect
+name, value, deadline = sys.argv[1], int(sys.argv[2]), time.monotonic() + float(sys.argv[3])
+done = lambda: Effect.objects.filter(key=name).exists() or Counter.objects.filter(name=name, value__gte=value).exists()
+while time.monotonic() < deadline and not done():
+    time.sleep(0.1)
+counters = dict(Counter.objects.filter(name__contains=":").values_list("name", "value"))
+print(json.dumps({"counters": counters, "effects": sorted(Effect.objects.values_list("key", flat=True))}))
+"""
+#: Sends a task of argv[1] seconds to the default pool and one of argv[2] seconds to the reports pool
+#: (tests/tasks/shutdown.py), and waits until both run.
+SEND_LONG_AND_SHORT = """
+import sys, time
+import django
+django.setup()
+from tests.effects.models import Counter
+from tests.tasks.shutdown import effect_default, effect_reports
+effect_default.delay("long", float(sys.argv[1]), 0.2)
+effect_reports.delay("short", float(sys.argv[2]))
+deadline = time.monotonic() + 60
+while time.monotonic() < deadline and Counter.objects.filter(name__in=["started:long", "started:short"]).count() < 2:
+    time.sleep(0.05)
+"""
+
+
+def wait_for(env: dict[str, str], name: str, timeout: float, value: int = 1) -> dict[str, Any]:
+    """Wait until the effect ``name`` exists or the counter ``name`` reaches ``value``; return counters and effects."""
+    return dict(json.loads(run([sys.executable, "-c", WAIT_FOR, name, str(value), str(timeout)], env).stdout))
+
+
+@pytest.mark.workers
+def test_ctrl_c_during_tasks_loses_nothing_and_the_next_start_finishes_them_once(tmp_path):
+    # Test settings (tests/tasks imported) with soft shutdowns of 2 s (default) and 7 s (reports): longer than
+    # plain honcho's 5 s before SIGKILL, which lost the message a busy worker held on the filesystem broker.
+    env = stack_env(tmp_path / "run", free_port(), free_port())
+    env["DJANGO_SETTINGS_MODULE"] = "tests.worker.devstack_settings"
+    run([sys.executable, "manage.py", "migrate", "--noinput"], env)
+    processes = ("worker_default", "worker_reports")
+    stack = start_stack(env, tmp_path / "first.log", tmp_path / "empty.env", *processes)
+    beats = Path(env["RUN_DIR"]) / "heartbeat"
+    wait_until(lambda: all(heartbeat.check(name, beats)[0] for name in ("default", "reports")), 120, "both workers")
+    # The long task outlasts the default pool's soft shutdown (it is requeued) and stays under the Procfile's soft
+    # time limit (30 s, the registry's); the short one ends within the reports pool's soft shutdown but after
+    # 5 s, so its first delivery finishes during the stop, where plain honcho killed it with its message.
+    short = devstack_settings.REPORTS_SOFT_SHUTDOWN - 1
+    run([sys.executable, "-c", SEND_LONG_AND_SHORT, "20", str(short)], env)
+
+    stack.signal(signal.SIGINT)  # Ctrl-C
+    stack.wait(timeout=kill_wait() + 30)
+    log = stack.log()
+    stopped = wait_for(env, "started:long", 0)
+    assert stopped["effects"] == ["short"], log[-4000:]
+    assert stopped["counters"]["started:short"] == 1
+    assert "SIGKILL" not in log, log[-4000:]
+
+    again = start_stack(env, tmp_path / "second.log", tmp_path / "empty.env", *processes)
+    try:
+        after = wait_for(env, "long", 90)
+    finally:
+        again.stop(timeout=kill_wait() + 30)
+    assert after["effects"] == ["long", "short"], again.log()[-4000:]
+    assert after["counters"]["started:long"] == 2  # cut off by the stop, then run to the end once
+    assert after["counters"]["started:short"] == 1
+    assert not [name for name in after["counters"] if name.startswith(("duplicate:", "repeat:"))], after
