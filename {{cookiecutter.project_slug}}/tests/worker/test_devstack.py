@@ -20,7 +20,7 @@ from {{ cookiecutter.project_slug }} import pools
 from {{ cookiecutter.project_slug }}.worker import heartbeat
 from {{ cookiecutter.project_slug }}.worker.devstack import kill_wait
 
-from support.servers import PROJECT_DIR, Process, free_port, wait_until
+from support.servers import PROJECT_DIR, Process, find_binary, free_port, port_open, unavailable, wait_until
 from tests.worker import devstack_settings
 
 PACKAGE = "{{ cookiecutter.project_slug }}"
@@ -267,3 +267,59 @@ def test_ctrl_c_during_tasks_loses_nothing_and_the_next_start_finishes_them_once
     assert after["counters"]["started:long"] == 2  # cut off by the stop, then run to the end once
     assert after["counters"]["started:short"] == 1
     assert not [name for name in after["counters"] if name.startswith(("duplicate:", "repeat:"))], after
+
+
+#: Sends a task of argv[2] seconds under the key argv[1] to the default pool (tests/tasks/shutdown.py).
+SEND_DEFAULT = """
+import sys
+import django
+django.setup()
+from tests.tasks.shutdown import effect_default
+effect_default.delay(sys.argv[1], float(sys.argv[2]), 0.2)
+"""
+
+
+def start_redis(port: int, workdir: Path) -> Process:
+    """Start redis-server on ``port`` with every write on disk first, so a ``kill -9`` keeps the queues."""
+    binary = find_binary("redis-server")
+    if binary is None:
+        unavailable("redis-server is not installed (apt-get install redis-server)")
+    argv = [str(binary), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir), "--save", ""]
+    redis = Process([*argv, "--appendonly", "yes", "--appendfsync", "always"], workdir / "redis.log").start()
+    wait_until(lambda: port_open(port), 20, "redis-server to listen")
+    return redis
+
+
+@pytest.mark.workers
+def test_the_default_pool_consumes_again_after_redis_is_killed_mid_task_and_restarted(tmp_path):
+    port = free_port()
+    redis = start_redis(port, tmp_path)
+    env = stack_env(tmp_path / "run", free_port(), free_port())
+    env.update(
+        DJANGO_SETTINGS_MODULE=f"{PACKAGE}.config.settings.test", CELERY_BROKER_URL=f"redis://127.0.0.1:{port}/0"
+    )
+    run([sys.executable, "manage.py", "migrate", "--noinput"], env)
+    stack = start_stack(env, tmp_path / "stack.log", tmp_path / "empty.env", "worker_default")
+    try:
+        wait_until(lambda: heartbeat.check("default", Path(env["RUN_DIR"]) / "heartbeat")[0], 120, "the worker")
+        run([sys.executable, "-c", SEND_DEFAULT, "in-flight", "20"], env)  # under the Procfile's 30 s soft limit
+        wait_for(env, "started:in-flight", 60)
+        redis.signal(signal.SIGKILL)
+        redis.wait(timeout=10)
+        redis = start_redis(port, tmp_path)  # the same address, the same append-only file
+
+        # Nobody touches the worker: it reconnects, or it exits and make dev's runner starts it again.
+        run([sys.executable, "-c", SEND_DEFAULT, "after", "0"], env)
+        after = wait_for(env, "after", 90)
+        assert "after" in after["effects"], stack.log()[-4000:]
+        # The task cut off by the lost connection comes back after the visibility timeout and ends once.
+        after = wait_for(env, "in-flight", 60)
+        assert after["effects"] == ["after", "in-flight"], stack.log()[-4000:]
+        assert stack.alive()
+    finally:
+        stack.stop(timeout=kill_wait() + 30)
+        redis.stop()
+    log = stack.log()
+    if "Unrecoverable error" in log:  # Celery 5.7's close after a lost Redis connection (README)
+        assert "worker_default.1 exited (rc=1); starting it again" in log, log[-4000:]
+    assert not [name for name in after["counters"] if name.startswith("duplicate:")], after
