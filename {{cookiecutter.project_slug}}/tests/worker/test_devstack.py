@@ -18,7 +18,7 @@ import pytest
 
 from {{ cookiecutter.project_slug }} import pools
 from {{ cookiecutter.project_slug }}.worker import heartbeat
-from {{ cookiecutter.project_slug }}.worker.devstack import kill_wait
+from {{ cookiecutter.project_slug }}.worker.devstack import RESTART_LIMIT, kill_wait
 
 from support.servers import PROJECT_DIR, Process, find_binary, free_port, port_open, unavailable, wait_until
 from tests.worker import devstack_settings
@@ -323,3 +323,21 @@ def test_the_default_pool_consumes_again_after_redis_is_killed_mid_task_and_rest
     if "Unrecoverable error" in log:  # Celery 5.7's close after a lost Redis connection (README)
         assert "worker_default.1 exited (rc=1); starting it again" in log, log[-4000:]
     assert not [name for name in after["counters"] if name.startswith("duplicate:")], after
+
+
+def test_the_runner_restarts_a_worker_that_exits_but_not_one_that_cannot_start(tmp_path):
+    # A worker that exits at once every time: started again RESTART_LIMIT - 1 times, then the stack stops.
+    (tmp_path / "Procfile").write_text("worker_flaky: exec sh -c 'exit 3'\nweb: exec sleep 600\n")
+    (tmp_path / "empty.env").write_text("")
+    runner = [sys.executable, "-m", f"{PACKAGE}.worker.devstack", "-f", str(tmp_path / "Procfile"), "-d", str(tmp_path)]
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_DIR)}
+    stack = Process([*runner, "-e", str(tmp_path / "empty.env")], tmp_path / "runner.log", env=env).start()
+    try:
+        stack.wait(timeout=60)
+    finally:
+        stack.stop()
+    log = stack.log()
+    assert log.count("worker_flaky.1 exited (rc=3); starting it again") == RESTART_LIMIT - 1, log
+    # The web process is not restarted by the runner: it is stopped with the rest, by SIGTERM, not SIGKILL.
+    assert "sending SIGTERM to web.1" in log, log
+    assert "SIGKILL" not in log, log
