@@ -43,7 +43,9 @@ class Stack:
         argv = [sys.executable, "-m", "celery", "-A", PACKAGE, "worker", "-Q", queue, "-n", f"{node}@%h", *extra]
         argv += ["-l", "WARNING", "--without-mingle", "--without-gossip"]
         proc = Process(argv, self.workdir / "logs" / f"{node}.log", env=worker_env).start()
-        self._beats[proc.pid] = beats / f"{queue}.alive"
+        from {{ cookiecutter.project_slug }}.worker import heartbeat  # once stack() has chosen the settings
+
+        self._beats[proc.pid] = heartbeat.heartbeat_path(queue, proc.pid, beats)
         return proc
 
     def ready(self, proc: Process) -> Process:

@@ -178,7 +178,7 @@ def start_worker(worker_env: dict[str, str], tmp_path: Path) -> Iterator[Callabl
         argv += ["-l", "INFO", "--without-mingle", "--without-gossip"]
         proc = Process(argv, tmp_path / "logs" / f"{node}.log", env=worker_environment).start()
         started.append(proc)
-        beat = heartbeat.heartbeat_path(queue, Path(worker_environment["RUN_DIR"]) / "heartbeat")
+        beat = heartbeat.heartbeat_path(queue, proc.pid, Path(worker_environment["RUN_DIR"]) / "heartbeat")
         wait_until(lambda: beat.exists() or not proc.alive(), 60, f"worker {node} to start")
         if not proc.alive():
             pytest.fail(f"worker {node} exited at start:\n{proc.log()[-4000:]}")

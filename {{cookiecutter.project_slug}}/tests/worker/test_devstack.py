@@ -8,17 +8,21 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from {{ cookiecutter.project_slug }} import pools
 from {{ cookiecutter.project_slug }}.worker import heartbeat
+from {{ cookiecutter.project_slug }}.worker.devstack import RESTART_LIMIT, kill_wait
 
-from support.servers import PROJECT_DIR, Process, free_port, wait_until
+from support.servers import PROJECT_DIR, Process, find_binary, free_port, port_open, unavailable, wait_until
+from tests.worker import devstack_settings
 
 PACKAGE = "{{ cookiecutter.project_slug }}"
 #: Variables that would point the stack at real services; the embedded stack runs without any of them.
@@ -114,12 +118,17 @@ def devstack(tmp_path: Path) -> Iterator[tuple[Process, dict[str, str]]]:
     assert f"sqlite3 {tmp_path / 'run' / 'db.sqlite3'}" in info, info
     # As `make dev` does: the password waits, in a private file, for the summary printed once the stack answers.
     assert "printed once the stack answers" in run([sys.executable, "manage.py", "demouser", "--hand-over"], env).stdout
-    # An empty env file: honcho must not add the project's .env, the settings read it themselves.
-    (tmp_path / "empty.env").write_text("")
-    honcho = [sys.executable, "-m", "honcho", "start", "-f", "Procfile", "-d", str(PROJECT_DIR)]
-    stack = Process([*honcho, "-e", str(tmp_path / "empty.env")], tmp_path / "honcho.log", env=env).start()
+    stack = start_stack(env, tmp_path / "honcho.log", tmp_path / "empty.env")
     yield stack, env
     stack.stop(timeout=60)
+
+
+def start_stack(env: dict[str, str], log: Path, env_file: Path, *processes: str) -> Process:
+    """Start the Procfile's processes (all, or those named) with make dev's runner."""
+    # An empty env file: honcho must not add the project's .env, the settings read it themselves.
+    env_file.write_text("")
+    runner = [sys.executable, "-m", f"{PACKAGE}.worker.devstack", "-f", "Procfile", "-d", str(PROJECT_DIR)]
+    return Process([*runner, "-e", str(env_file), *processes], log, env=env).start()
 
 
 @pytest.mark.workers
@@ -168,7 +177,7 @@ def test_make_dev_stack_runs_every_process_without_services(devstack, tmp_path):
     wait_until(lambda: "The emails pool is working." in stack.log(), 60, "the console e-mail in the log")
 {%- endif %}
 
-    # Stop as Ctrl-C on `make dev` does: honcho passes SIGTERM on, and kills what outlives its short wait.
+    # Stop as Ctrl-C on `make dev` does: SIGTERM to each process, SIGKILL only for what outlives the grace period.
     worker_pids = [int(path.read_text().split()[0]) for path in beats.glob("*.alive")]
     assert len(worker_pids) == len(pools.POOLS)
     stack.signal(signal.SIGTERM)
@@ -188,3 +197,174 @@ def pid_alive(pid: int) -> bool:
     except (FileNotFoundError, IndexError):
         return False
     return state != "Z"
+
+
+#: Waits until the effect argv[1] of tests.effects exists, or the counter argv[1] reaches argv[2] (at most
+#: argv[3] seconds), then prints every counter and effect.
+WAIT_FOR = """
+import json, sys, time
+import django
+django.setup()
+from tests.effects.models import Counter, Effect
+name, value, deadline = sys.argv[1], int(sys.argv[2]), time.monotonic() + float(sys.argv[3])
+done = lambda: Effect.objects.filter(key=name).exists() or Counter.objects.filter(name=name, value__gte=value).exists()
+while time.monotonic() < deadline and not done():
+    time.sleep(0.1)
+counters = dict(Counter.objects.filter(name__contains=":").values_list("name", "value"))
+print(json.dumps({"counters": counters, "effects": sorted(Effect.objects.values_list("key", flat=True))}))
+"""
+#: Sends a task of argv[1] seconds to the default pool and one of argv[2] seconds to the reports pool
+#: (tests/tasks/shutdown.py), and waits until both run.
+SEND_LONG_AND_SHORT = """
+import sys, time
+import django
+django.setup()
+from tests.effects.models import Counter
+from tests.tasks.shutdown import effect_default, effect_reports
+effect_default.delay("long", float(sys.argv[1]), 0.2)
+effect_reports.delay("short", float(sys.argv[2]))
+deadline = time.monotonic() + 60
+while time.monotonic() < deadline and Counter.objects.filter(name__in=["started:long", "started:short"]).count() < 2:
+    time.sleep(0.05)
+"""
+
+
+def wait_for(env: dict[str, str], name: str, timeout: float, value: int = 1) -> dict[str, Any]:
+    """Wait until the effect ``name`` exists or the counter ``name`` reaches ``value``; return counters and effects."""
+    return dict(json.loads(run([sys.executable, "-c", WAIT_FOR, name, str(value), str(timeout)], env).stdout))
+
+
+@pytest.mark.workers
+def test_ctrl_c_during_tasks_loses_nothing_and_the_next_start_finishes_them_once(tmp_path):
+    # Test settings (tests/tasks imported) with soft shutdowns of 2 s (default) and 7 s (reports): longer than
+    # plain honcho's 5 s before SIGKILL, which lost the message a busy worker held on the filesystem broker.
+    env = stack_env(tmp_path / "run", free_port(), free_port())
+    env["DJANGO_SETTINGS_MODULE"] = "tests.worker.devstack_settings"
+    run([sys.executable, "manage.py", "migrate", "--noinput"], env)
+    processes = ("worker_default", "worker_reports")
+    stack = start_stack(env, tmp_path / "first.log", tmp_path / "empty.env", *processes)
+    beats = Path(env["RUN_DIR"]) / "heartbeat"
+    wait_until(lambda: all(heartbeat.check(name, beats)[0] for name in ("default", "reports")), 120, "both workers")
+    # The long task outlasts the default pool's soft shutdown (it is requeued) and stays under the Procfile's soft
+    # time limit (30 s, the registry's); the short one ends within the reports pool's soft shutdown but after
+    # 5 s, so its first delivery finishes during the stop, where plain honcho killed it with its message.
+    short = devstack_settings.REPORTS_SOFT_SHUTDOWN - 1
+    run([sys.executable, "-c", SEND_LONG_AND_SHORT, "20", str(short)], env)
+
+    stack.signal(signal.SIGINT)  # Ctrl-C
+    stack.wait(timeout=kill_wait() + 30)
+    log = stack.log()
+    stopped = wait_for(env, "started:long", 0)
+    assert stopped["effects"] == ["short"], log[-4000:]
+    assert stopped["counters"]["started:short"] == 1
+    assert "SIGKILL" not in log, log[-4000:]
+
+    again = start_stack(env, tmp_path / "second.log", tmp_path / "empty.env", *processes)
+    try:
+        after = wait_for(env, "long", 90)
+    finally:
+        again.stop(timeout=kill_wait() + 30)
+    assert after["effects"] == ["long", "short"], again.log()[-4000:]
+    assert after["counters"]["started:long"] == 2  # cut off by the stop, then run to the end once
+    assert after["counters"]["started:short"] == 1
+    assert not [name for name in after["counters"] if name.startswith(("duplicate:", "repeat:"))], after
+
+
+#: Sends a task of argv[2] seconds under the key argv[1] to the default pool (tests/tasks/shutdown.py).
+SEND_DEFAULT = """
+import sys
+import django
+django.setup()
+from tests.tasks.shutdown import effect_default
+effect_default.delay(sys.argv[1], float(sys.argv[2]), 0.2)
+"""
+
+
+def start_redis(port: int, workdir: Path) -> Process:
+    """Start redis-server on ``port`` with every write on disk first, so a ``kill -9`` keeps the queues."""
+    binary = find_binary("redis-server")
+    if binary is None:
+        unavailable("redis-server is not installed (apt-get install redis-server)")
+    argv = [str(binary), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir), "--save", ""]
+    redis = Process([*argv, "--appendonly", "yes", "--appendfsync", "always"], workdir / "redis.log").start()
+    wait_until(lambda: port_open(port), 20, "redis-server to listen")
+    return redis
+
+
+@pytest.mark.workers
+def test_the_default_pool_consumes_again_after_redis_is_killed_mid_task_and_restarted(tmp_path):
+    port = free_port()
+    redis = start_redis(port, tmp_path)
+    env = stack_env(tmp_path / "run", free_port(), free_port())
+    env.update(
+        DJANGO_SETTINGS_MODULE=f"{PACKAGE}.config.settings.test", CELERY_BROKER_URL=f"redis://127.0.0.1:{port}/0"
+    )
+    run([sys.executable, "manage.py", "migrate", "--noinput"], env)
+    stack = start_stack(env, tmp_path / "stack.log", tmp_path / "empty.env", "worker_default")
+    try:
+        wait_until(lambda: heartbeat.check("default", Path(env["RUN_DIR"]) / "heartbeat")[0], 120, "the worker")
+        run([sys.executable, "-c", SEND_DEFAULT, "in-flight", "20"], env)  # under the Procfile's 30 s soft limit
+        wait_for(env, "started:in-flight", 60)
+        redis.signal(signal.SIGKILL)
+        redis.wait(timeout=10)
+        redis = start_redis(port, tmp_path)  # the same address, the same append-only file
+
+        # Nobody touches the worker: it reconnects, or it exits and make dev's runner starts it again.
+        run([sys.executable, "-c", SEND_DEFAULT, "after", "0"], env)
+        after = wait_for(env, "after", 90)
+        assert "after" in after["effects"], stack.log()[-4000:]
+        # The task cut off by the lost connection comes back after the visibility timeout and ends once.
+        after = wait_for(env, "in-flight", 60)
+        assert after["effects"] == ["after", "in-flight"], stack.log()[-4000:]
+        assert stack.alive()
+    finally:
+        stack.stop(timeout=kill_wait() + 30)
+        redis.stop()
+    log = stack.log()
+    if "Unrecoverable error" in log:  # Celery 5.7's close after a lost Redis connection (README)
+        assert "worker_default.1 exited (rc=1); starting it again" in log, log[-4000:]
+    assert not [name for name in after["counters"] if name.startswith("duplicate:")], after
+
+
+def test_the_runner_restarts_a_worker_that_exits_but_not_one_that_cannot_start(tmp_path):
+    # A worker that exits at once every time: started again RESTART_LIMIT - 1 times, then the stack stops.
+    (tmp_path / "Procfile").write_text("worker_flaky: exec sh -c 'exit 3'\nweb: exec sleep 600\n")
+    (tmp_path / "empty.env").write_text("")
+    runner = [sys.executable, "-m", f"{PACKAGE}.worker.devstack", "-f", str(tmp_path / "Procfile"), "-d", str(tmp_path)]
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_DIR)}
+    stack = Process([*runner, "-e", str(tmp_path / "empty.env")], tmp_path / "runner.log", env=env).start()
+    try:
+        stack.wait(timeout=60)
+    finally:
+        stack.stop()
+    log = stack.log()
+    assert log.count("worker_flaky.1 exited (rc=3); starting it again") == RESTART_LIMIT - 1, log
+    # The web process is not restarted by the runner: it is stopped with the rest, by SIGTERM, not SIGKILL.
+    assert "sending SIGTERM to web.1" in log, log
+    assert "SIGKILL" not in log, log
+
+
+#: Seconds an idle worker of the embedded stack may take to exit after SIGTERM: it took 5.5 s on the filesystem
+#: broker before (2 s per poll of Celery's blocking loop, 1 s timer sleeps); about 2.5 s now, on a loaded machine.
+IDLE_EXIT_BOUND = 4.5
+
+
+@pytest.mark.workers
+@pytest.mark.parametrize("pool_name", ["default", "emails"])
+def test_an_idle_worker_on_the_filesystem_broker_exits_within_seconds(tmp_path, pool_name):
+    env = {**stack_env(tmp_path / "run", free_port(), free_port()), "REMAP_SIGTERM": "SIGQUIT"}
+    run([sys.executable, "manage.py", "migrate", "--noinput"], env)
+    argv = [sys.executable, "-m", "celery", "-A", PACKAGE, "worker", "-Q", pool_name, "-l", "INFO"]
+    worker = Process(argv, tmp_path / "worker.log", env=env).start()
+    try:
+        path = heartbeat.heartbeat_path(pool_name, worker.pid, Path(env["RUN_DIR"]) / "heartbeat")
+        wait_until(lambda: path.exists() or not worker.alive(), 120, "the worker to consume")
+        started = time.monotonic()
+        worker.signal(signal.SIGTERM)
+        code = worker.wait(timeout=30)
+        took = time.monotonic() - started
+    finally:
+        worker.stop()
+    print(f"\n{pool_name}: idle worker on the filesystem broker exited {code} {took:.2f}s after SIGTERM")
+    assert code == 0, worker.log()[-3000:]
+    assert took < IDLE_EXIT_BOUND

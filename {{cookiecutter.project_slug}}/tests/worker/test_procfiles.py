@@ -81,7 +81,10 @@ def test_files_on_disk_are_the_registry_rendering():
 
 def test_procfile_runs_web_one_worker_per_pool_beat_and_flower():
     lines = [line for line in (PROJECT_DIR / "Procfile").read_text().splitlines() if line and line[0] != "#"]
-    commands = {name: shlex.split(command) for name, _, command in (line.partition(": ") for line in lines)}
+    argvs = {name: shlex.split(command) for name, _, command in (line.partition(": ") for line in lines)}
+    # Every line execs its command, so make dev's SIGTERM reaches the process itself (worker/devstack.py).
+    assert {name: argv[0] for name, argv in argvs.items()} == dict.fromkeys(argvs, "exec")
+    commands = {name: argv[1:] for name, argv in argvs.items()}
     assert_one_worker_per_pool(commands, "Procfile")
     assert commands["web"][:2] == ["uvicorn", f"{PACKAGE}.config.asgi:application"]
     # Django's ASGI app has no lifespan: uvicorn's "auto" would log "ASGI 'lifespan' protocol appears unsupported".
@@ -109,6 +112,7 @@ def check_compose_workers(document: dict[str, Any], registry: tuple[pools.Pool, 
         assert grace == pools.stop_grace_period(pool) == pool.soft_shutdown_timeout + pools.GRACE_MARGIN
         assert grace > pool.soft_shutdown_timeout, f"worker-{pool.name} is killed before its soft shutdown ends"
         assert worker["environment"]["REMAP_SIGTERM"] == "SIGQUIT"
+        assert worker["restart"] == "unless-stopped", f"worker-{pool.name} stays down once it exits"
         assert worker["healthcheck"]["test"][1:] == [
             "python",
             "-m",
@@ -130,6 +134,9 @@ def test_compose_has_every_service_and_one_worker_per_pool():
     assert services[buckets[0]]["depends_on"][s3[0]]["condition"] == "service_healthy"
     check_compose_workers(document, pools.POOLS)
     assert shlex.split(services["web"]["command"])[:2] == ["uvicorn", f"{PACKAGE}.config.asgi:application"]
+    assert {name: services[name]["restart"] for name in ("web", "beat", "flower")} == dict.fromkeys(
+        ("web", "beat", "flower"), "unless-stopped"
+    )
 
 
 def test_a_short_pool_shortens_only_its_own_grace_period():
@@ -167,6 +174,8 @@ def test_kubernetes_manifests_run_each_pool_with_its_grace_period_and_probe():
         probe = container["livenessProbe"]["exec"]["command"]
         assert probe == ["python", "-m", f"{PACKAGE}.worker.heartbeat", "--check", pool.name]
     assert deployments[f"{PACKAGE}-beat"]["spec"]["strategy"]["type"] == "Recreate"
+    # A Deployment's pods restart a container that exits; Always is the only policy a Deployment accepts.
+    assert {d["spec"]["template"]["spec"].get("restartPolicy", "Always") for d in deployments.values()} == {"Always"}
 
 
 @pytest.mark.skipif(not procfiles.KUBERNETES_MANIFESTS, reason="generated without kubernetes_manifests")
@@ -182,7 +191,7 @@ def test_a_new_pool_is_one_registry_entry(tmp_path):
     extra = pools.Pool(name="exports", purpose="CSV exports", pool="threads", concurrency=4, max_attempts=2)
     registry = (*pools.POOLS, extra)
     procfile = procfiles.render_procfile(registry)
-    assert "worker_exports: celery -A" in procfile
+    assert "worker_exports: exec celery -A" in procfile
     (compose,) = yaml.safe_load_all(procfiles.render_compose(registry).split("\n", 1)[1])
     assert worker_options(shlex.split(compose["services"]["worker-exports"]["command"])) == expected_options(extra)
     assert "worker-exports.yaml" in procfiles.kubernetes_documents(registry)

@@ -63,7 +63,7 @@ def test_the_summary_waits_for_web_flower_and_every_worker_then_prints_the_passw
     def workers_start() -> None:
         (tmp_path / "heartbeat").mkdir()
         for pool in pools_in_force():
-            heartbeat.heartbeat_path(pool.name).write_text("1 0\n")
+            heartbeat.heartbeat_path(pool.name, os.getpid()).write_text(f"{os.getpid()} 0\n")
 
     threading.Timer(1.0, workers_start).start()
     printed = summary("--timeout", "30")

@@ -12,6 +12,7 @@ import celery
 from celery import Celery, Task, concurrency, current_task
 from celery.app.task import Context
 from celery.worker import state as worker_state
+from kombu import transport as kombu_transport
 
 __all__ = [
     "AMQP",
@@ -25,6 +26,7 @@ __all__ = [
     "forget_connections",
     "ignores_result",
     "register_pool",
+    "register_transport",
     "request_claim",
     "set_request_claim",
     "shared_task",
@@ -94,6 +96,12 @@ def register_pool(name: str, target: str) -> None:
     # -P is looked up in this private table; the only public hook, CELERY_CUSTOM_WORKER_POOL, adds "custom"
     # and would not replace the "threads" pool that the registry's threads pools name.
     concurrency.ALIASES[name] = target  # type: ignore[attr-defined]
+
+
+def register_transport(scheme: str, target: str) -> None:
+    """Make broker URLs of ``scheme`` (``filesystem://``) load the kombu transport class ``target``."""
+    # kombu resolves a URL's scheme in this table; a class set with broker_transport would lose to the URL's scheme.
+    kombu_transport.TRANSPORT_ALIASES[scheme] = target
 
 
 def cold_shutdown_started() -> bool:

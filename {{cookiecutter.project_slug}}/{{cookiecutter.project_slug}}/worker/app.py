@@ -14,7 +14,7 @@ from celery.utils.nodenames import default_nodename, host_format
 
 from {{ cookiecutter.project_slug }} import pools
 from {{ cookiecutter.project_slug }}.claimcheck.broker import capped_sender
-from {{ cookiecutter.project_slug }}.core.celery_internals import AMQP, register_pool
+from {{ cookiecutter.project_slug }}.core.celery_internals import AMQP, register_pool, register_transport
 from {{ cookiecutter.project_slug }}.core.rundirs import make_run_dirs
 from {{ cookiecutter.project_slug }}.worker.flowerguard import on_import_modules as _require_flower_authentication
 from {{ cookiecutter.project_slug }}.worker.queues import RegistryRouter, pools_in_force
@@ -22,6 +22,8 @@ from {{ cookiecutter.project_slug }}.worker.queues import RegistryRouter, pools_
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "{{ cookiecutter.project_slug }}.config.settings.local")
 # `-P threads` gets a threads pool whose running tasks the soft shutdown can stop (threadpool.py).
 register_pool("threads", "{{ cookiecutter.project_slug }}.worker.threadpool:TaskPool")
+# The embedded stack's broker, polled in short slices: an idle worker stops within a second (fstransport.py).
+register_transport("filesystem", "{{ cookiecutter.project_slug }}.worker.fstransport:Transport")
 
 
 class RegistryAMQP(AMQP):

@@ -1,4 +1,4 @@
-"""A heartbeat file each worker refreshes, and the cheap liveness check that reads it.
+"""A heartbeat file per worker process, written once it consumes, and the cheap liveness check that reads it.
 
 ``celery inspect ping`` costs seconds of CPU and fails while the broker is down; a file that the
 worker's own event loop touches every few seconds tells an orchestrator what it needs to know.
@@ -7,13 +7,14 @@ worker's own event loop touches every few seconds tells an orchestrator what it 
 from __future__ import annotations
 
 import argparse
+import glob
 import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from celery import bootsteps
+from celery import bootsteps, signals
 from celery.utils.log import get_logger
 
 #: Seconds between two touches of the heartbeat file.
@@ -35,13 +36,20 @@ def heartbeat_dir() -> Path:
     return Path(settings.WORKER_HEARTBEAT_DIR)
 
 
-def heartbeat_path(pool_name: str, directory: Path | None = None) -> Path:
-    """Return the heartbeat file of the worker of ``pool_name`` on this host."""
-    return (directory or heartbeat_dir()) / f"{pool_name}.alive"
+def heartbeat_path(pool_name: str, pid: int, directory: Path | None = None) -> Path:
+    """Return the heartbeat file of the worker process ``pid`` of ``pool_name`` on this host."""
+    # One file per worker process: two workers of a pool on one host (or a worker and its replacement) each
+    # keep their own, and the first to stop removes only its own.
+    return (directory or heartbeat_dir()) / f"{pool_name}.{pid}.alive"
+
+
+def heartbeat_paths(pool_name: str, directory: Path | None = None) -> list[Path]:
+    """Return the heartbeat files of ``pool_name``'s worker processes on this host, alive or left by a dead one."""
+    return sorted((directory or heartbeat_dir()).glob(f"{glob.escape(pool_name)}.*.alive"))
 
 
 class Heartbeat(bootsteps.StartStopStep):
-    """Consumer step that touches the heartbeat file from the worker's event loop."""
+    """Consumer step that touches this worker's heartbeat file from its event loop once it consumes."""
 
     requires = ("celery.worker.consumer.tasks:Tasks",)
 
@@ -49,15 +57,31 @@ class Heartbeat(bootsteps.StartStopStep):
         super().__init__(parent, **kwargs)
         self.path: Path | None = None
         self.tref: Any = None
+        self.timer: Any = None
+        self.ready = False
 
     def start(self, parent: Any) -> None:
         if os.environ.get("REMAP_SIGTERM") != "SIGQUIT":
             logger.warning(NO_REMAP_WARNING)
         queues = sorted(q.name for q in parent.task_consumer.queues) if parent.task_consumer else []
-        self.path = heartbeat_path("+".join(queues) or "all")
+        # One pool per worker (app.worker_pool refuses more): its queue is its name.
+        self.path = heartbeat_path("+".join(queues), os.getpid())
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        for left in heartbeat_paths(self.path.name.split(".", 1)[0], self.path.parent):
+            if _pid_of(left) != os.getpid() and not _pid_alive(_pid_of(left)):
+                left.unlink(missing_ok=True)  # a killed worker's: it could not remove it
+        self.timer = parent.timer
+        # The first start waits for worker_ready (the consumer's loop runs): a file written here appeared before
+        # the worker could take a message or stop cleanly. A restart after a lost connection touches at once.
+        if self.ready:
+            self.beat()
+
+    def beat(self) -> None:
+        """Touch the file now and every :data:`INTERVAL` seconds from the worker's timer."""
+        self.ready = True
         self._touch()
-        self.tref = parent.timer.call_repeatedly(INTERVAL, self._touch)
+        if self.tref is None:
+            self.tref = self.timer.call_repeatedly(INTERVAL, self._touch)
 
     def _touch(self) -> None:
         assert self.path is not None
@@ -74,16 +98,51 @@ class Heartbeat(bootsteps.StartStopStep):
             self.path.unlink(missing_ok=True)
 
 
-def check(pool_name: str, directory: Path | None = None, max_age: float = MAX_AGE) -> tuple[bool, str]:
-    """Return whether the worker of ``pool_name`` touched its heartbeat within ``max_age`` seconds."""
-    path = heartbeat_path(pool_name, directory)
+@signals.worker_ready.connect
+def _start_beating(sender: Any, **kwargs: Any) -> None:
+    # Sent by the consumer once its loop consumes, after the steps started.
+    for step in getattr(sender, "steps", ()):
+        if isinstance(step, Heartbeat):
+            step.beat()
+
+
+def _pid_of(path: Path) -> int:
+    """Return the process id in the name of the heartbeat file ``path`` (0 when it has none)."""
+    digits = path.name.rsplit(".", 2)[1]
+    return int(digits) if digits.isdigit() else 0
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
     try:
-        age = time.time() - path.stat().st_mtime
-    except FileNotFoundError:
-        return False, f"no heartbeat file at {path}"
-    if age > max_age:
-        return False, f"heartbeat at {path} is {age:.0f}s old (limit {max_age:.0f}s)"
-    return True, f"heartbeat at {path} is {age:.0f}s old"
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: it exists
+        return True
+    return True
+
+
+def check(pool_name: str, directory: Path | None = None, max_age: float = MAX_AGE) -> tuple[bool, str]:
+    """Return whether a live worker process of ``pool_name`` touched its heartbeat within ``max_age`` seconds."""
+    paths = heartbeat_paths(pool_name, directory)
+    if not paths:
+        return False, f"no heartbeat file of {pool_name!r} in {directory or heartbeat_dir()}"
+    reasons = []
+    for path in paths:
+        pid = _pid_of(path)
+        try:
+            age = time.time() - path.stat().st_mtime
+        except FileNotFoundError:  # its worker stopped just now
+            continue
+        if not _pid_alive(pid):
+            reasons.append(f"{path} was left by process {pid}, which is gone")
+        elif age > max_age:
+            reasons.append(f"heartbeat at {path} is {age:.0f}s old (limit {max_age:.0f}s)")
+        else:
+            return True, f"heartbeat at {path} is {age:.0f}s old"
+    return False, "; ".join(reasons) or f"no heartbeat file of {pool_name!r}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -78,16 +78,17 @@ def shell_line(argv: list[str]) -> str:
 
 
 def render_procfile(registry: tuple[pools.Pool, ...] = pools.POOLS) -> str:
-    """Return the Procfile that ``make dev`` runs with honcho."""
-    lines = [
-        HEADER.rstrip("\n"),
-        "web: " + shell_line(web_command("127.0.0.1", "${WEB_PORT:-8000}")),
-        *(f"worker_{p.name}: {shell_line(worker_command(p))}" for p in registry),
-        "beat: " + shell_line(beat_command()),
-        "flower: " + shell_line(flower_command("--address=127.0.0.1", "--port=${FLOWER_PORT:-5555}")),
+    """Return the Procfile that ``make dev`` runs with honcho ({{ cookiecutter.project_slug }}.worker.devstack)."""
+    processes = [
+        ("web", web_command("127.0.0.1", "${WEB_PORT:-8000}")),
+        *((f"worker_{p.name}", worker_command(p)) for p in registry),
+        ("beat", beat_command()),
+        ("flower", flower_command("--address=127.0.0.1", "--port=${FLOWER_PORT:-5555}")),
         # Prints the addresses and the demo user's password once everything answers, after the start-up logs.
-        "summary: " + shell_line(["python", "manage.py", "stacksummary"]),
+        ("summary", ["python", "manage.py", "stacksummary"]),
     ]
+    # `exec`: the runner's SIGTERM must reach the worker's main process, not a shell that dies without passing it on.
+    lines = [HEADER.rstrip("\n"), *(f"{name}: exec {shell_line(argv)}" for name, argv in processes)]
     return "\n".join(lines) + "\n"
 
 
@@ -113,7 +114,14 @@ def compose_document(registry: tuple[pools.Pool, ...] = pools.POOLS) -> dict[str
         "createbucket": {"condition": "service_completed_successfully"},
     }
     migrated = {**depends, "migrate": {"condition": "service_completed_successfully"}}
-    app: dict[str, Any] = {"image": IMAGE, "env_file": [".env"], "environment": app_env, "depends_on": migrated}
+    app: dict[str, Any] = {
+        "image": IMAGE,
+        "env_file": [".env"],
+        "environment": app_env,
+        "depends_on": migrated,
+        # A process that exits (a worker whose broker went away, an out-of-memory kill) is started again.
+        "restart": "unless-stopped",
+    }
     services: dict[str, Any] = {
         "postgres": {
             "image": "postgres:17",

@@ -54,6 +54,8 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
 # An idle worker stops at once; held ETA messages are requeued when the broker connection closes.
 CELERY_WORKER_ENABLE_SOFT_SHUTDOWN_ON_IDLE = False
+# A stopping worker waits for its timer thread's sleep (1 s by default) to end: an idle worker exits sooner.
+CELERY_WORKER_TIMER_PRECISION = 0.1
 # Prefetch is per pool in the registry (1 for long pools). With late acks a running task's message counts
 # against the prefetch, so a prefetch-1 pool holds no message it is not running: worker_disable_prefetch
 # would add nothing. CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT and the transport options come from pools.py.
