@@ -25,3 +25,10 @@ def test_max_memory_per_child_is_kib_on_a_prefork_pool():
 def test_bad_max_memory_per_child_is_refused(options, message):
     with pytest.raises(ValueError, match=message):
         pools.Pool(name="bad", purpose="bad", **options)
+
+
+def test_shortened_pools_keep_the_atomic_effects_choice_of_their_own_limits():
+    short = pools.scaled(pools.POOLS, {"reports": (8, 10), "default": (4, 6)})
+    # The test settings shorten every limit: the reports pool must still commit its body's writes as they happen.
+    assert not pools.by_queue("reports", short).runs_atomic_effects
+    assert pools.by_queue("default", short).runs_atomic_effects

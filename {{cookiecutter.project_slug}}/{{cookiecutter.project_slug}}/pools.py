@@ -227,9 +227,14 @@ def by_queue(queue: str, pools: Iterable[Pool] = POOLS) -> Pool:
 
 
 def scaled(pools: Iterable[Pool], limits: Mapping[str, tuple[int, int]]) -> tuple[Pool, ...]:
-    """Return ``pools`` with (soft, hard) time limits replaced per pool name, for tests."""
+    """Return ``pools`` with (soft, hard) time limits replaced per pool name, for tests.
+
+    Each keeps the atomic-effects choice its own limits made, so a shortened pool behaves as the deployed one.
+    """
     return tuple(
-        dataclasses.replace(p, soft_time_limit=limits[p.name][0], time_limit=limits[p.name][1])
+        dataclasses.replace(
+            p, soft_time_limit=limits[p.name][0], time_limit=limits[p.name][1], atomic_effects=p.runs_atomic_effects
+        )
         if p.name in limits
         else p
         for p in pools

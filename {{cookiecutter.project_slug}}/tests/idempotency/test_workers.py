@@ -310,7 +310,7 @@ def test_a_lost_owner_fence_rolls_the_body_writes_back(start_worker):
     wait_until(lambda: tasks.EFFECT_WRITTEN % ("atomic-fence", 1) in worker.log(), 30, "the effect to be written")
     # Another delivery takes the row over, as after an expired lease.
     TaskRecord.objects.filter(key="atomic-fence").update(owner="elsewhere:1:thief")
-    wait_until(lambda: "lease lost to another delivery" in worker.log(), 30, "the success write to be refused")
+    wait_until(lambda: "its outcome is discarded" in worker.log(), 30, "the success write to be refused")
     assert not Effect.objects.filter(key="atomic-fence").exists()
     stolen = row("atomic-fence")
     assert stolen is not None

@@ -12,7 +12,7 @@ from tests.effects.models import Effect
 from tests.tasks.idempotency import _pause, bump
 
 
-@shared_task(base=IdempotentTask, bind=True, worker_pool=EMAILS)
+@shared_task(base=IdempotentTask, bind=True, worker_pool=EMAILS, atomic_effects=False)
 def quiet_effect_on_threads(self: Any, name: str, seconds: float) -> str:
     """Count the run, work ``seconds`` without a progress report, then record the effect ``name``."""
     bump(f"runs:{name}")

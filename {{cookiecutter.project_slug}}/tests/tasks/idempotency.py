@@ -92,7 +92,7 @@ def noop_plain(n: int) -> int:
     return n
 
 
-@shared_task(base=IdempotentTask, bind=True, worker_pool=REPORTS)
+@shared_task(base=IdempotentTask, bind=True, worker_pool=REPORTS, atomic_effects=False)
 def long_report(self: Any, name: str, seconds: float = 0.0) -> dict[str, Any]:
     """A report on the reports pool: count the run, report progress every 0.2 s for ``seconds``, record the effect."""
     run = bump(f"runs:{name}")

@@ -25,6 +25,15 @@ logger = logging.getLogger(__name__)
 FAILED_LOG = "liveness of %s not renewed (%r); other workers reclaim its rows if this lasts %.0fs"
 
 
+#: Held by the liveness thread while it uses the database, and taken around every fork of this process: a pool
+#: child forked mid-transaction would inherit that connection's state (SQLite's locks, a PostgreSQL socket) and
+#: could hold the database's write lock for its own whole task (seen: another worker's write waited 20 s).
+_FORK_GUARD = threading.Lock()
+os.register_at_fork(
+    before=_FORK_GUARD.acquire, after_in_parent=_FORK_GUARD.release, after_in_child=_FORK_GUARD.release
+)
+
+
 class LivenessThread(threading.Thread):
     """Renew ``alive_until`` of one worker node every interval, then run a recovery pass.
 
@@ -45,22 +54,27 @@ class LivenessThread(threading.Thread):
         next_republish = 0.0
         try:
             while True:
-                try:
-                    close_old_connections()
-                    self.renew()
-                    healthy_since = healthy_since or time.monotonic()
-                    # Another node's rows only after this node wrote for a whole timeout: when the database
-                    # comes back, every node renews before any is judged dead by a lapse the outage caused.
-                    healthy = time.monotonic() - healthy_since >= self.timeout
-                    republish = healthy and time.monotonic() >= next_republish
-                    if republish:
-                        next_republish = time.monotonic() + settings.IDEMPOTENCY_REPUBLISH_AFTER
-                    maintenance.recover(node=self.node, running=held_task_ids, other_nodes=healthy, republish=republish)
-                except Exception as exc:  # the thread must outlive a database or broker outage
-                    if healthy_since is not None:
-                        logger.warning(FAILED_LOG, self.node, exc, self.timeout)
-                    healthy_since = None
-                    connections.close_all()
+                # No fork of a pool child while this thread holds a database connection (see _FORK_GUARD).
+                with _FORK_GUARD:
+                    try:
+                        close_old_connections()
+                        self.renew()
+                        healthy_since = healthy_since or time.monotonic()
+                        # Another node's rows only after this node wrote for a whole timeout: when the database
+                        # comes back, every node renews before any is judged dead by a lapse the outage caused.
+                        healthy = time.monotonic() - healthy_since >= self.timeout
+                        republish = healthy and time.monotonic() >= next_republish
+                        if republish:
+                            next_republish = time.monotonic() + settings.IDEMPOTENCY_REPUBLISH_AFTER
+                        maintenance.recover(
+                            node=self.node, running=held_task_ids, other_nodes=healthy, republish=republish
+                        )
+                    except Exception as exc:  # the thread must outlive a database or broker outage
+                        if healthy_since is not None:
+                            logger.warning(FAILED_LOG, self.node, exc, self.timeout)
+                        healthy_since = None
+                    finally:
+                        connections.close_all()
                 if self.stopping.wait(self.interval):
                     return
         finally:
