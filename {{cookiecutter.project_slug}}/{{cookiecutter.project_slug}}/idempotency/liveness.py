@@ -29,9 +29,7 @@ FAILED_LOG = "liveness of %s not renewed (%r); other workers reclaim its rows if
 #: child forked mid-transaction would inherit that connection's state (SQLite's locks, a PostgreSQL socket) and
 #: could hold the database's write lock for its own whole task (seen: another worker's write waited 20 s).
 _FORK_GUARD = threading.Lock()
-os.register_at_fork(
-    before=_FORK_GUARD.acquire, after_in_parent=_FORK_GUARD.release, after_in_child=_FORK_GUARD.release
-)
+os.register_at_fork(before=_FORK_GUARD.acquire, after_in_parent=_FORK_GUARD.release, after_in_child=_FORK_GUARD.release)
 
 
 class LivenessThread(threading.Thread):
