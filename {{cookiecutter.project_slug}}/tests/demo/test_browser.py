@@ -221,7 +221,7 @@ def test_the_page_says_where_a_job_waits_or_runs_and_cancels_it(
         waiting = page.locator("#jobs tbody tr", has=page.locator("td.file", has_text="waiting.csv"))
         waiting.locator(".state-note", has_text="queued, waiting for a worker, since").wait_for(timeout=30_000)
         waiting.locator("button.cancel").click()
-        waiting.locator(".badge.cancelled").wait_for(timeout=10_000)
+        waiting.locator(".badge.cancelled").wait_for(timeout=30_000)
         assert waiting.get_attribute("data-status") == "cancelled"
         assert waiting.locator("button.cancel").count() == 0  # a final job offers no cancel
         assert waiting.locator(".state-note").inner_text() == "cancelled before it started"
@@ -238,7 +238,7 @@ def test_the_page_says_where_a_job_waits_or_runs_and_cancels_it(
         running.locator(".bar:not([data-percent='0'])").wait_for(timeout=60_000)
         page.screenshot(path=str(screenshot.with_name("jobs-page-running.png")), full_page=True)
         running.locator("button.cancel").click()
-        running.locator(".badge.cancelled").wait_for(timeout=10_000)
+        running.locator(".badge.cancelled").wait_for(timeout=30_000)
         stopped_at = int(running.locator(".bar").get_attribute("data-percent") or "0")
         assert stopped_at < 100
         page.wait_for_timeout(1500)  # the stream is closed: nothing moves the bar any more

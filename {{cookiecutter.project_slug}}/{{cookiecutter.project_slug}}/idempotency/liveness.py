@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import threading
 import time
 from datetime import timedelta
@@ -15,6 +16,7 @@ from django.db import close_old_connections, connections
 from django.utils import timezone
 
 from {{ cookiecutter.project_slug }}.core.celery_internals import held_task_ids
+from {{ cookiecutter.project_slug }}.worker.threadpool import SHUTDOWN_SIGNALS
 
 from . import maintenance
 from .models import WorkerLiveness
@@ -48,6 +50,10 @@ class LivenessThread(threading.Thread):
         self.timeout = float(settings.IDEMPOTENCY_LIVENESS_TIMEOUT)
 
     def run(self) -> None:
+        # Shutdown signals belong to the main thread: one delivered to this thread would run Celery's handler in the
+        # main thread at any instant, even inside the threads pool's submit(), which blocks them there for that
+        # reason (worker/threadpool.py); the handler then waited on submit's own lock and the worker hung.
+        signal.pthread_sigmask(signal.SIG_BLOCK, SHUTDOWN_SIGNALS)
         healthy_since: float | None = None
         next_republish = 0.0
         try:
