@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from django.test import Client
 
 from {{ cookiecutter.project_slug }}.jobs import kinds
 
@@ -31,3 +32,17 @@ def test_kinds() -> Iterator[tuple[kinds.JobKind, ...]]:
     yield (LINES, PICTURE)
     for kind in (LINES, PICTURE):
         kinds.unregister(kind.name)
+
+
+@pytest.fixture
+def alice(django_user_model):
+    """Return a signed-up user of the jobs API."""
+    return django_user_model.objects.create_user("alice", "alice@example.com", "alice-password")
+
+
+@pytest.fixture
+def client_alice(alice) -> Client:
+    """Return a test client signed in as ``alice``."""
+    client = Client()
+    client.force_login(alice)
+    return client

@@ -20,18 +20,6 @@ from support.web import multipart
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def alice(django_user_model):
-    return django_user_model.objects.create_user("alice", "alice@example.com", "alice-password")
-
-
-@pytest.fixture
-def client_alice(alice) -> Client:
-    client = Client()
-    client.force_login(alice)
-    return client
-
-
 def error_of(response) -> dict:
     assert response["Content-Type"] == "application/json", response.content[:200]
     body = response.json()

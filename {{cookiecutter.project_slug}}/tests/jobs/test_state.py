@@ -31,18 +31,6 @@ from tests.tasks import idempotency as effects
 pytestmark = pytest.mark.django_db(transaction=True)  # cancel deletes on commit; the stream reads from a thread
 
 
-@pytest.fixture
-def alice(django_user_model):
-    return django_user_model.objects.create_user("alice", "alice@example.com", "alice-password")
-
-
-@pytest.fixture
-def client_alice(alice) -> Client:
-    client = Client()
-    client.force_login(alice)
-    return client
-
-
 def job_with_row(user, name: str = "a", **row) -> Job:
     job = Job.objects.create(owner=user, kind="lines", task_key=f"job:{name}", filename=f"{name}.csv")
     TaskRecord.objects.create(key=job.task_key, task_name="t", queue="default", payload_hash="0" * 64, **row)

@@ -131,7 +131,9 @@ def reclaim_orphans(node: str, running: Callable[[], Collection[str]], *, now: d
     """
     now = now or timezone.now()
     held = Q(status=Status.RUNNING, owner__startswith=f"{node}:")
-    records = list(TaskRecord.objects.filter(held, started_at__lt=now - timedelta(seconds=1)))
+    records = list(
+        TaskRecord.objects.filter(held, started_at__lt=now - timedelta(seconds=1)).defer("result", "error_traceback")
+    )
     if not records:
         return ReapReport()
     alive = set(running())
@@ -155,7 +157,8 @@ def reclaim_dead_nodes(*, now: datetime | None = None) -> ReapReport:
     timeout, or the node has restarted since it claimed the row (a new incarnation holds the name).
     """
     now = now or timezone.now()
-    records = list(TaskRecord.objects.filter(status=Status.RUNNING))
+    # Every worker runs this every few seconds: read what the decision and the republish need, not results.
+    records = list(TaskRecord.objects.filter(status=Status.RUNNING).defer("result", "error_traceback"))
     if not records:
         return ReapReport()
     nodes = {owner_node(r.owner) for r in records}
