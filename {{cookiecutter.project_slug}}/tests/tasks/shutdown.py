@@ -7,12 +7,14 @@ import signal
 import time
 from typing import Any
 
+from celery import signals
 from django.db import IntegrityError, transaction
 from django.db.models import F
 
 from {{ cookiecutter.project_slug }} import pools
 from {{ cookiecutter.project_slug }}.core.celery_internals import shared_task
 from {{ cookiecutter.project_slug }}.idempotency.base import IdempotentTask
+from {{ cookiecutter.project_slug }}.worker import heartbeat  # noqa: F401  (its worker_ready receiver comes first)
 
 from tests.effects.models import Counter, Effect
 
@@ -82,3 +84,12 @@ def poison(name: str) -> str:
     bump(f"started:{name}")
     os.kill(os.getpid(), signal.SIGKILL)
     return "unreachable"
+
+
+@signals.worker_init.connect
+def _widen_ready(**kwargs: Any) -> None:
+    # The heartbeat test widens the moment between worker_ready and the consumer's loop, where a SIGTERM once
+    # found a half-started consumer. The heartbeat module (imported above) connected its receiver first.
+    seconds = float(os.environ.get("TEST_SLOW_WORKER_READY", "0"))
+    if seconds:
+        signals.worker_ready.connect(lambda **_: time.sleep(seconds), weak=False)

@@ -43,9 +43,11 @@ def test_two_workers_of_one_pool_each_keep_their_own_file(start_worker, worker_e
 
 
 def test_the_file_appears_once_the_worker_consumes_so_a_sigterm_then_stops_it_cleanly(worker_env, tmp_path):
-    # Before, the file was written while the consumer was still starting, and a SIGTERM then exited 1.
+    # Before, the file was written while the consumer was still starting, and a SIGTERM then exited 1. A test
+    # receiver of worker_ready sleeps after the heartbeat's own, so a file written before the loop runs is seen.
     argv = [sys.executable, "-m", "celery", "-A", PACKAGE, "worker", "-Q", "default", "-n", "early@%h", "-l", "INFO"]
-    proc = Process([*argv, "--without-mingle", "--without-gossip"], tmp_path / "early.log", env=worker_env).start()
+    env = {**worker_env, "TEST_SLOW_WORKER_READY": "1"}
+    proc = Process([*argv, "--without-mingle", "--without-gossip"], tmp_path / "early.log", env=env).start()
     try:
         path = heartbeat.heartbeat_path("default", proc.pid, beats(worker_env))
         wait_until(lambda: path.exists() or not proc.alive(), 60, "the heartbeat file", interval=0.01)

@@ -100,10 +100,12 @@ class Heartbeat(bootsteps.StartStopStep):
 
 @signals.worker_ready.connect
 def _start_beating(sender: Any, **kwargs: Any) -> None:
-    # Sent by the consumer once its loop consumes, after the steps started.
+    # Sent by the consumer just before its loop runs, after the steps started. The first touch goes through the
+    # timer, which the loop fires: written here, the file appeared while the consumer could still be stopped
+    # half-started (a SIGTERM then left the loop to check a pool the shutdown had already closed, and exit 1).
     for step in getattr(sender, "steps", ()):
         if isinstance(step, Heartbeat):
-            step.beat()
+            step.timer.call_after(0.0, step.beat)
 
 
 def _pid_of(path: Path) -> int:
