@@ -27,6 +27,7 @@ from .claims import Claim, Outcome
 from .exceptions import (
     ArgumentsDoNotFitError,
     AttemptsExhaustedError,
+    DeliveryLostError,
     LeaseLostError,
     PayloadMismatchError,
     ResultNotSerializableError,
@@ -246,6 +247,9 @@ class IdempotentTask(ClaimCheckTask):
                     # came back at once (task_reject_on_worker_lost), so take over now, not after the lease.
                     logger.warning(TAKING_OVER, self.name, request.id, key, holder)
                     claim = claim_call(dead_owner=holder)
+                    if claim.outcome is Outcome.CLAIMED:
+                        # The dead holder's attempt failed without a word: its row keeps one error per attempt.
+                        claims.log_error(key=key, owner=owner, entry=lost_attempt(f"The process of {holder} died."))
         except (OperationalError, InterfaceError) as exc:
             # The database did not answer (restart, failover, network) and the body did not run. Failing here
             # would ack the message and leave the row pending for good; deliver it again later instead. (If the
@@ -400,6 +404,11 @@ def set_progress(fraction: float, message: str = "") -> None:
     task = current_task_object()
     if isinstance(task, IdempotentTask):
         task.set_progress(fraction, message)
+
+
+def lost_attempt(text: str) -> dict[str, str]:
+    """Return the ``error_log`` entry of an attempt that ended without a result (its process died)."""
+    return claims.error_entry(type_path=f"{DeliveryLostError.__module__}.{DeliveryLostError.__qualname__}", text=text)
 
 
 def storable_result(task_name: str, value: Any) -> Any:

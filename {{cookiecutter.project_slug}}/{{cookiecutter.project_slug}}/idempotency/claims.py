@@ -7,6 +7,7 @@ only explain a refusal.
 from __future__ import annotations
 
 import enum
+import json
 import threading
 import traceback as tb
 import uuid
@@ -15,9 +16,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import DatabaseError, connections, router, transaction
+from django.db import DatabaseError, NotSupportedError, connections, router, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.models import Case, CharField, DateTimeField, F, Q, QuerySet, Value, When
+from django.db.models import Case, CharField, DateTimeField, F, Func, JSONField, Q, QuerySet, Value, When
+from django.db.models.sql.compiler import SQLCompiler
 from django.utils import timezone
 
 from .exceptions import AttemptsExhaustedError
@@ -25,14 +27,17 @@ from .models import Status, TaskRecord
 from .publishing import ERROR_MESSAGE_LIMIT
 
 __all__ = [
+    "AppendJSON",
     "Claim",
     "Outcome",
     "attempt_failed",
     "claim",
+    "error_entry",
     "error_fields",
     "fail",
     "fail_exhausted",
     "fail_own_delivery",
+    "log_error",
     "note_refusal",
     "release",
     "report_progress",
@@ -51,6 +56,57 @@ class Outcome(enum.Enum):
     CANCELLED = "cancelled"  # cancelled on request: do not run, and drop the message quietly
     EXHAUSTED = "exhausted"  # claimed max_attempts times already: failed for good now
     MISMATCH = "mismatch"  # the key belongs to another payload: do not run
+
+
+#: Longest traceback kept per entry of a row's ``error_log`` (a row keeps at most one entry per attempt).
+TRACEBACK_LIMIT = 20_000
+
+
+def append_sql(vendor: str, column: str) -> str:
+    """Return SQL for the JSON list ``column`` with one value appended, given as JSON text by one ``%s``."""
+    # One statement appends: the claim that counts an attempt also logs it, so a death right after it is counted.
+    if vendor == "postgresql":
+        return f"(COALESCE({column}, '[]'::jsonb) || jsonb_build_array((%s)::jsonb))"
+    if vendor == "sqlite":
+        return f"json_insert(COALESCE({column}, '[]'), '$[#]', json(%s))"
+    raise NotSupportedError(f"Appending to a JSON list is written for PostgreSQL and SQLite, not {vendor}.")
+
+
+class AppendJSON(Func):
+    """The JSON list ``field`` with ``entry`` appended, for ``QuerySet.update()``."""
+
+    output_field = JSONField()
+
+    def __init__(self, field: str, entry: Any) -> None:
+        super().__init__(F(field), Value(json.dumps(entry)))
+
+    def as_sql(
+        self,
+        compiler: SQLCompiler,
+        connection: BaseDatabaseWrapper,
+        function: str | None = None,
+        template: str | None = None,
+        arg_joiner: str | None = None,
+        **extra_context: Any,
+    ) -> tuple[str, tuple[str | int, ...]]:
+        column, value = self.source_expressions
+        column_sql, column_params = compiler.compile(column)
+        value_sql, value_params = compiler.compile(value)
+        sql = append_sql(connection.vendor, column_sql).replace("%s", value_sql)
+        return sql, (*column_params, *value_params)
+
+
+def attempt_entry(owner: str, started_at: datetime) -> dict[str, str]:
+    """Return the ``attempt_log`` entry of a claim by ``owner`` (``node:pid:token``): its worker and start."""
+    return {"worker": owner.rsplit(":", 1)[0], "started_at": started_at.isoformat()}
+
+
+def error_entry(exc: BaseException | None = None, *, type_path: str = "", text: str = "") -> dict[str, str]:
+    """Return the ``error_log`` entry of a failed attempt: ``exc``'s class path and traceback, or the given ones."""
+    if exc is not None:
+        type_path = f"{type(exc).__module__}.{type(exc).__qualname__}"
+        text = "".join(tb.format_exception(exc))
+    return {"type": type_path, "traceback": text[-TRACEBACK_LIMIT:]}
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +167,7 @@ def claim(
                 args=list(args),
                 kwargs=dict(kwargs),
                 attempts=1,
+                attempt_log=[attempt_entry(owner, now)],
                 task_id=task_id,
                 owner=owner,
                 lease_expires_at=lease,
@@ -184,7 +241,8 @@ def _claim_row(
     claimable, params = _claimable_sql(now, dead_owner)
     where = "{key} = %s AND {payload_hash} = %s AND {attempts} < %s AND " + claimable
     params = [("key", key), ("payload_hash", payload_hash), ("attempts", max_attempts), *params]
-    return bool(_update_rows(values, where, params, increment=("attempts",)))
+    appended = {"attempt_log": attempt_entry(owner, now)}
+    return bool(_update_rows(values, where, params, increment=("attempts",), append=appended))
 
 
 def _update_rows(
@@ -193,6 +251,7 @@ def _update_rows(
     params: Mapping[str, Any] | Sequence[tuple[str, Any]],
     *,
     increment: Sequence[str] = (),
+    append: Mapping[str, Any] | None = None,
     connection: BaseDatabaseWrapper | None = None,
 ) -> int:
     """Run one ``UPDATE`` of the status table and return the number of rows it changed.
@@ -201,13 +260,14 @@ def _update_rows(
     the statements themselves (about 1.2 ms of 2 ms per task on PostgreSQL), so they are written
     here as SQL. Values are prepared by the model's fields, as the ORM would; ``where`` names
     columns by field name in braces (``{owner} = %s``) and ``params`` pairs each placeholder with
-    the field that prepares its value. ``connection``: another connection than the alias's own.
+    the field that prepares its value. ``append`` maps JSON list fields to a value appended to each.
+    ``connection``: another connection than the alias's own.
     """
     using = router.db_for_write(TaskRecord)
     if connection is not None:
-        return _execute_update(connection, values, where, params, increment)
+        return _execute_update(connection, values, where, params, increment, append or {})
     with transaction.mark_for_rollback_on_error(using):
-        return _execute_update(connections[using], values, where, params, increment)
+        return _execute_update(connections[using], values, where, params, increment, append or {})
 
 
 def _execute_update(
@@ -216,6 +276,7 @@ def _execute_update(
     where: str,
     params: Mapping[str, Any] | Sequence[tuple[str, Any]],
     increment: Sequence[str],
+    append: Mapping[str, Any],
 ) -> int:
     quote = connection.ops.quote_name
     meta = TaskRecord._meta
@@ -224,8 +285,10 @@ def _execute_update(
     columns = {name: quote(f.column) for name, f in fields.items() if f.column is not None}
     assignments = [f"{columns[name]} = %s" for name in values]
     assignments += [f"{columns[name]} = {columns[name]} + 1" for name in increment]
+    assignments += [f"{columns[name]} = {append_sql(connection.vendor, columns[name])}" for name in append]
     pairs = params.items() if isinstance(params, Mapping) else params
     arguments = [fields[name].get_db_prep_save(value, connection) for name, value in values.items()]
+    arguments += [json.dumps(value) for value in append.values()]
     arguments += [fields[name].get_db_prep_value(value, connection) for name, value in pairs]
     # Only quoted column names are formatted in; every value is a parameter.
     sql = f"UPDATE {quote(meta.db_table)} SET {', '.join(assignments)} WHERE {where.format(**columns)}"  # noqa: S608
@@ -267,7 +330,8 @@ def fail_exhausted(*, key: str, max_attempts: int, now: datetime | None = None, 
     }
     claimable, params = _claimable_sql(now, dead_owner)
     where = "{key} = %s AND {attempts} >= %s AND " + claimable
-    return bool(_update_rows(values, where, [("key", key), ("attempts", max_attempts), *params]))
+    appended = {"error_log": error_entry(AttemptsExhaustedError(key, attempts, max_attempts))}
+    return bool(_update_rows(values, where, [("key", key), ("attempts", max_attempts), *params], append=appended))
 
 
 def _uuid_or_new(task_id: str) -> uuid.UUID:
@@ -311,14 +375,20 @@ def fail(*, key: str, owner: str, exc: BaseException) -> bool:
     """Fail the row for good with ``exc``, if ``owner`` still holds it."""
     return bool(
         _owned(key, owner).update(
-            status=Status.FAILED, lease_expires_at=None, finished_at=timezone.now(), **error_fields(exc)
+            status=Status.FAILED,
+            lease_expires_at=None,
+            finished_at=timezone.now(),
+            error_log=AppendJSON("error_log", error_entry(exc)),
+            **error_fields(exc),
         )
     )
 
 
 def release(*, key: str, owner: str, exc: BaseException | None = None) -> bool:
     """Give the row back (pending) so a later delivery can claim it, if ``owner`` still holds it."""
-    errors = error_fields(exc) if exc is not None else {}
+    errors: dict[str, Any] = {}
+    if exc is not None:
+        errors = {**error_fields(exc), "error_log": AppendJSON("error_log", error_entry(exc))}
     # The message goes back to the queue (or a retry is sent) now: the recovery pass judges the row from here.
     return bool(
         _owned(key, owner).update(
@@ -345,6 +415,7 @@ def attempt_failed(*, key: str, owner: str, exc: BaseException, max_attempts: in
         owner=Case(When(final, then=F("owner")), default=Value(""), output_field=CharField()),
         finished_at=Case(When(final, then=Value(now)), default=Value(None), output_field=DateTimeField()),
         lease_expires_at=None,
+        error_log=AppendJSON("error_log", error_entry(exc)),
         **error_fields(exc),
     )
     return TaskRecord.objects.get(key=key) if updated else None
@@ -379,6 +450,11 @@ def report_progress(
         raise
 
 
+def log_error(*, key: str, owner: str, entry: Mapping[str, str]) -> bool:
+    """Append ``entry`` to the ``error_log`` of the row of ``key`` while ``owner`` holds it; the status stays."""
+    return bool(_owned(key, owner).update(error_log=AppendJSON("error_log", dict(entry))))
+
+
 def fail_own_delivery(*, key: str, task_id: str, exc: BaseException) -> bool:
     """Fail the row of ``key`` with ``exc`` if ``task_id`` is the row's own message and no live lease holds it.
 
@@ -391,7 +467,12 @@ def fail_own_delivery(*, key: str, task_id: str, exc: BaseException) -> bool:
     claimable = Q(status=Status.PENDING) | Q(status=Status.RUNNING, lease_expires_at__lt=now)
     return bool(
         TaskRecord.objects.filter(own, claimable, key=key).update(
-            status=Status.FAILED, owner="", lease_expires_at=None, finished_at=now, **error_fields(exc)
+            status=Status.FAILED,
+            owner="",
+            lease_expires_at=None,
+            finished_at=now,
+            error_log=AppendJSON("error_log", error_entry(exc)),
+            **error_fields(exc),
         )
     )
 

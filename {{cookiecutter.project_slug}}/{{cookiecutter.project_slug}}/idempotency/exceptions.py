@@ -135,3 +135,11 @@ class TaskAlreadyFinishedError(IdempotencyError):
     def __str__(self) -> str:
         key, status = self.args
         return f"Task {key!r} is {status} already: a final task cannot be cancelled."
+
+
+class DeliveryLostError(IdempotencyError):
+    """An attempt ended without a result: its process or worker died, or its lease ran out (logged on the row)."""
+
+
+class TaskCancelledError(IdempotencyError):
+    """The call was cancelled on request (``idempotency.cancel``): as ``django.tasks`` sees a cancelled row."""

@@ -17,8 +17,8 @@ from django.utils import timezone
 
 from {{ cookiecutter.project_slug }}.worker.queues import pools_in_force
 
-from .claims import error_fields
-from .exceptions import AttemptsExhaustedError
+from .claims import AppendJSON, error_entry, error_fields
+from .exceptions import AttemptsExhaustedError, DeliveryLostError
 from .models import FINISHED, Status, TaskRecord, WorkerLiveness
 from .publishing import PUBLISH_FAILED, publish_or_flag, unflag_unpublished
 
@@ -26,6 +26,7 @@ __all__ = [
     "ReapReport",
     "owner_node",
     "prune_finished",
+    "publish_due",
     "reap_expired_leases",
     "reclaim_dead_nodes",
     "reclaim_orphans",
@@ -99,9 +100,16 @@ def _give_back(
         error: Exception = AttemptsExhaustedError(record.key, record.attempts, max_attempts)
         if task is None:
             error = LookupError(f"Task {record.task_name!r} is not registered with this worker.")
-        if fence.update(status=Status.FAILED, lease_expires_at=None, finished_at=now, **error_fields(error)):
+        if fence.update(
+            status=Status.FAILED,
+            lease_expires_at=None,
+            finished_at=now,
+            error_log=AppendJSON("error_log", error_entry(error)),
+            **error_fields(error),
+        ):
             failed.append(record.key)
         return
+    lost = error_entry(type_path=f"{DeliveryLostError.__module__}.{DeliveryLostError.__qualname__}", text=message)
     with transaction.atomic():
         if fence.update(
             status=Status.PENDING,
@@ -111,6 +119,7 @@ def _give_back(
             error_type=error_type,
             error_message=message,
             error_traceback="",
+            error_log=AppendJSON("error_log", lost),
         ):
             transaction.on_commit(partial(publish_or_flag, record))
             republished.append(record.key)
@@ -223,6 +232,28 @@ def republish_owed(*, now: datetime | None = None, limit: int = 500) -> tuple[st
     return tuple(republished)
 
 
+def publish_due(*, now: datetime | None = None, limit: int = 500) -> tuple[str, ...]:
+    """Publish the deferred rows whose ``run_after`` has come (``django.tasks``' ``run_after``); return their keys.
+
+    A deferred call waits as a row, not as a message: an ETA message would sit in a worker's memory, be
+    redelivered by the broker after its visibility timeout while still waiting, and move with every restart.
+    Every worker's recovery pass runs this, so a call starts within about ``IDEMPOTENCY_LIVENESS_INTERVAL``
+    seconds of its time, once a worker is up.
+    """
+    now = now or timezone.now()
+    due = TaskRecord.objects.filter(status=Status.PENDING, run_after__lte=now, published_at__isnull=True).exclude(
+        error_type=PUBLISH_FAILED
+    )
+    published: list[str] = []
+    for record in due.order_by("run_after").defer("result", "error_traceback")[:limit]:
+        # Fenced by "not published yet": of the passes running at once, one publishes it.
+        if TaskRecord.objects.filter(pk=record.pk, status=Status.PENDING, published_at__isnull=True).update(
+            published_at=now
+        ) and publish_or_flag(record):
+            published.append(record.key)
+    return tuple(published)
+
+
 def _queue_is_empty(queue: str) -> bool:
     """Return whether the broker holds no message in ``queue``; ``False`` when it cannot tell."""
     from celery import current_app
@@ -245,12 +276,12 @@ def recover(
     republish: bool = True,
     now: datetime | None = None,
 ) -> ReapReport:
-    """One recovery pass: expired leases, rows of dead nodes (``other_nodes``), this node's orphans, owed rows.
+    """One recovery pass: due deferred rows, expired leases, dead nodes (``other_nodes``), own orphans, owed rows.
 
     Safe to run in many processes at once: every write is one statement fenced by the state it read.
     """
     now = now or timezone.now()
-    reports = [reap_expired_leases(now=now)]
+    reports = [ReapReport(republished=publish_due(now=now)), reap_expired_leases(now=now)]
     if other_nodes:
         reports.append(reclaim_dead_nodes(now=now))
     if node is not None:

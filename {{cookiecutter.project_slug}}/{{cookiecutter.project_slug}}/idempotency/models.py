@@ -57,6 +57,15 @@ class TaskRecord(models.Model):
     error_type = models.CharField(max_length=255, blank=True)
     error_message = models.TextField(blank=True)
     error_traceback = models.TextField(blank=True)
+    #: One entry per claim, oldest first: ``{"worker": "<node>:<pid>", "started_at": <ISO time>}``, appended by the
+    #: claim's own statement, so a delivery that dies right after it still counts (``django.tasks``' worker_ids).
+    attempt_log = models.JSONField(default=list, blank=True)
+    #: One entry per failed attempt, oldest first: ``{"type": <exception class path>, "traceback": <text>}``.
+    error_log = models.JSONField(default=list, blank=True)
+    #: ``django.tasks`` priority (-100 to 100) of a call made through that API; ``None``: the broker's default.
+    priority = models.SmallIntegerField(null=True, blank=True)
+    #: Not before this time (``django.tasks``' ``run_after``): the row is published by the recovery pass once due.
+    run_after = models.DateTimeField(null=True, blank=True)
     enqueued_at = models.DateTimeField(default=timezone.now)
     #: When the call's message was last sent (a retry's: when it falls due); the recovery pass compares it
     #: with the other rows of the queue to tell a queued call from one whose message was lost.
@@ -72,6 +81,7 @@ class TaskRecord(models.Model):
             models.Index(fields=["status", "finished_at"], name="idempotency_finished_idx"),
             models.Index(fields=["queue", "status", "published_at"], name="idempotency_published_idx"),
             models.Index(fields=["queue", "started_at"], name="idempotency_started_idx"),
+            models.Index(fields=["status", "run_after"], name="idempotency_run_after_idx"),
         ]
 
     def __str__(self) -> str:

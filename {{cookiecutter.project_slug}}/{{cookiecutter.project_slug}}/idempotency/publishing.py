@@ -5,12 +5,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import partial
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+
+from {{ cookiecutter.project_slug }}.worker.queues import broker_priority
 
 from .exceptions import PayloadMismatchError
 from .models import Status, TaskRecord
@@ -24,6 +27,7 @@ __all__ = [
     "check_batch_size",
     "enqueue",
     "enqueue_many",
+    "enqueue_record",
     "flag_unpublished",
     "publish",
     "publish_all",
@@ -63,9 +67,18 @@ class Call:
     kwargs: dict[str, Any]
     #: Deletes what the call stored (its offloaded argument blob) when another row already holds the key.
     discard: Callable[[], None] = field(default=_nothing_to_discard, compare=False)
+    #: ``django.tasks`` priority (-100 to 100); ``None``: the broker's default, as for a Celery call.
+    priority: int | None = None
+    #: Not before this time; a later time leaves the row unpublished until the recovery pass finds it due.
+    run_after: datetime | None = None
+
+    def is_deferred(self, now: datetime) -> bool:
+        """Return whether the call must wait for its ``run_after``."""
+        return self.run_after is not None and self.run_after > now
 
     def record(self) -> TaskRecord:
         """Return the unsaved pending row of this call."""
+        now = timezone.now()
         return TaskRecord(
             key=self.key,
             task_name=self.task_name,
@@ -73,8 +86,11 @@ class Call:
             payload_hash=self.payload_hash,
             args=list(self.args),
             kwargs=self.kwargs,
+            priority=self.priority,
+            run_after=self.run_after,
             # Published once the row commits, a few milliseconds later: the recovery pass judges it from now.
-            published_at=timezone.now(),
+            # A deferred row has none until the recovery pass publishes it (maintenance.publish_due).
+            published_at=None if self.is_deferred(now) else now,
         )
 
 
@@ -83,6 +99,14 @@ def enqueue(call: Call) -> TaskResult:
 
     The same key returns the row it already has (nothing is published again); the same key with
     other arguments raises :class:`PayloadMismatchError`.
+    """
+    return TaskResult.from_record(enqueue_record(call)[0])
+
+
+def enqueue_record(call: Call) -> tuple[TaskRecord, bool]:
+    """Do what :func:`enqueue` does; return the row itself and whether this call created it.
+
+    A deferred call (``run_after`` later than now) is not published here but by the recovery pass, once due.
     """
     candidate = call.record()
     with transaction.atomic():
@@ -93,10 +117,11 @@ def enqueue(call: Call) -> TaskResult:
             call.discard()  # nothing is published for this call
         if record.payload_hash != candidate.payload_hash:
             raise PayloadMismatchError(call.key, call.task_name, record.payload_hash, candidate.payload_hash)
-        if record.pk == candidate.pk or unflag_unpublished(record):
+        fresh = record.pk == candidate.pk and candidate.published_at is not None
+        if fresh or unflag_unpublished(record):
             # A row whose message the broker refused earlier is published again by this call.
             transaction.on_commit(partial(publish_or_flag, record))
-    return TaskResult.from_record(record)
+    return record, record.pk == candidate.pk
 
 
 def enqueue_many(calls: Sequence[Call], *, batch_size: int = 500) -> list[TaskResult]:
@@ -200,6 +225,7 @@ def publish(record: TaskRecord, *, producer: Any = None) -> None:
         kwargs=record.kwargs,
         task_id=record.task_id or str(record.pk),
         queue=record.queue,
+        priority=broker_priority(record.priority),
         headers={KEY_HEADER: record.key},
         producer=producer,
         retry=True,

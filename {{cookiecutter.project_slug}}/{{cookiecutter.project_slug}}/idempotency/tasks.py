@@ -14,13 +14,14 @@ from . import maintenance
 
 @shared_task(worker_pool=DEFAULT, ignore_result=True)
 def reap_expired_leases() -> dict[str, int]:
-    """Publish again the tasks whose delivery died holding the lease, or whose message the broker refused.
+    """Publish again the calls whose delivery died holding the lease or the broker refused; publish due deferred ones.
 
     A backstop on the default queue: every worker runs the whole recovery pass (``maintenance.recover``)
     from its liveness thread, which a busy pool cannot delay.
     """
     report = maintenance.reap_expired_leases()
-    return {"republished": len(report.republished), "failed": len(report.failed)}
+    due = maintenance.publish_due()  # deferred calls, when no worker's recovery pass has published them yet
+    return {"republished": len(report.republished) + len(due), "failed": len(report.failed)}
 
 
 @shared_task(worker_pool=DEFAULT, ignore_result=True)

@@ -14,6 +14,7 @@ from {{ cookiecutter.project_slug }}.core.celery_internals import Router
 
 __all__ = [
     "RegistryRouter",
+    "broker_priority",
     "broker_transport_options",
     "by_queue",
     "kombu_queues",
@@ -33,6 +34,23 @@ def pools_in_force() -> tuple[pools.Pool, ...]:
 def by_queue(queue: str) -> pools.Pool:
     """Return the pool in force that consumes ``queue``, or raise :class:`pools.UnknownQueueError`."""
     return pools.by_queue(queue, pools_in_force())
+
+
+def broker_priority(priority: int | None) -> int | None:
+    """Return the Redis message priority (0 first, steps 0/3/6/9) of a ``django.tasks`` priority (-100 to 100).
+
+    ``None`` (a Celery call) stays ``None``: kombu sends it as 0, the first step, as every message of the Celery
+    API and of the upkeep tasks. kombu's Redis transport keeps one list per step and pops them in order, so a
+    queue has four levels: above the default (1 to 100) shares the first step with the Celery API; the default
+    (0) is next; below it, -1 to -50 and -51 to -100.
+    """
+    if priority is None:
+        return None
+    if priority > 0:
+        return 0
+    if priority == 0:
+        return 3
+    return 6 if priority >= -50 else 9
 
 
 def kombu_queues(registry: Iterable[pools.Pool] = pools.POOLS) -> tuple[Queue, ...]:

@@ -96,6 +96,14 @@ IDEMPOTENCY_LIVENESS_TIMEOUT = env_float("IDEMPOTENCY_LIVENESS_TIMEOUT", default
 # A pending row is published again once its message has had this many seconds (plus what its pool's
 # prefetch can hold back) and either its queue is empty or a call sent that much later was claimed.
 IDEMPOTENCY_REPUBLISH_AFTER = env_float("IDEMPOTENCY_REPUBLISH_AFTER", default=30.0)
+# Django's task API (django.tasks) runs on the pools: one queue per pool, each call a status row
+# (idempotency/tasks_backend.py; README.md, "django.tasks").
+TASKS = {
+    "default": {
+        "BACKEND": "{{ cookiecutter.project_slug }}.idempotency.tasks_backend.PoolTaskBackend",
+        "QUEUES": list(pools.queue_names(WORKER_POOLS)),
+    }
+}
 # Seconds a succeeded or failed row is kept (and so deduplicates its key) before it is pruned.
 IDEMPOTENCY_RETENTION = env_int("IDEMPOTENCY_RETENTION", default=7 * 24 * 3600, minimum=1)
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
