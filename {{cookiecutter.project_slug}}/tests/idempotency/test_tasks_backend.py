@@ -344,3 +344,14 @@ def test_aenqueue_and_aget_result(transactional_db, clean_broker):
     result, fetched = async_to_sync(from_a_coroutine)()
     assert (fetched.id, fetched.status, fetched.args) == (result.id, TaskResultStatus.READY, ["from-a-coroutine"])
     assert [m["headers"]["id"] for m in queued(clean_broker)] == [result.id]
+
+
+def test_the_admin_shows_a_django_tasks_call_with_its_attempts(transactional_db, clean_broker, admin_client):
+    from django.urls import reverse
+
+    result = tasks.make_effect.using(priority=-10).enqueue("admin-view")
+    attempt(TaskRecord.objects.get(pk=result.id).key, 1)
+    page = admin_client.get(reverse("admin:idempotency_taskrecord_change", args=[result.id])).content.decode()
+    assert "tests.tasks.django_tasks.make_effect" in page
+    assert "default-1@host:1001" in page  # the attempt log: django.tasks' worker_ids
+    assert "-10" in page

@@ -151,7 +151,10 @@ def delete_upload(upload: str) -> None:
 
 
 def notify_report_ready(upload: str, notify: str, filename: str, stats: dict[str, Any], notify_task: Any) -> None:
-    """Enqueue the "report ready" e-mail to ``notify`` once per upload, however often this runs."""
+    """Enqueue the "report ready" e-mail to ``notify`` once per upload, however often this runs.
+
+    ``notify_task`` is a ``django.tasks`` task; ``using(key=...)`` gives its call the upload's key.
+    """
     key = f"report-ready:{claimcheck.Reference.from_token(upload).key}"
     notify_task.using(key=key).enqueue(notify, filename, stats)
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from celery import shared_task
 from django.core.mail import send_mail
+from django.tasks import task
 
 from {{ cookiecutter.project_slug }}.idempotency.base import IdempotentTask, set_progress
 from {{ cookiecutter.project_slug }}.pools import DEFAULT, EMAILS, IMAGES, REPORTS
@@ -107,9 +108,10 @@ def thumbnails(*, upload: str) -> dict[str, Any]:
     return services.thumbnails(upload, progress=set_progress)
 
 
-@shared_task(base=IdempotentTask, worker_pool=EMAILS)
+# Written with Django's own task API (django.tasks): the same row, pool and retries as the Celery tasks above.
+@task(queue_name=EMAILS.queue)
 def notify_report_ready(to: str, filename: str, stats: dict[str, Any]) -> dict[str, Any]:
-    """E-mail the owner that a report is ready; SMTP errors are retried with backoff by the base task."""
+    """E-mail the owner that a report is ready; SMTP errors are retried with backoff (the pool's max_attempts)."""
     from . import services
 
     return {"sent": services.send_report_ready(to, filename=filename, stats=stats)}

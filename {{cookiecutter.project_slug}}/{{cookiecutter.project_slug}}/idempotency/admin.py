@@ -24,9 +24,11 @@ class TaskRecordAdmin(admin.ModelAdmin):
     actions = ("retry_selected", "cancel_selected")
     fieldsets = (
         (None, {"fields": ("id", "key", "task_name", "queue", "status", "attempts", "payload_hash")}),
-        ("Call", {"fields": ("args", "kwargs", "task_id", "owner", "lease_expires_at")}),
+        ("Call", {"fields": ("args", "kwargs", "priority", "run_after", "task_id", "owner", "lease_expires_at")}),
         ("Progress and result", {"fields": ("progress", "progress_message", "result")}),
         ("Error", {"fields": ("error_type", "error_message", "traceback")}),
+        # One entry per claim and one per failed attempt: what django.tasks reads as worker_ids and errors.
+        ("Attempts", {"fields": ("attempt_log", "error_log")}),
         ("Times", {"fields": ("enqueued_at", "published_at", "started_at", "finished_at")}),
     )
 

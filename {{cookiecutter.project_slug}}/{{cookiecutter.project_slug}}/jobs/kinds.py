@@ -12,6 +12,7 @@ from {{ cookiecutter.project_slug }}.core.errors import ProjectError
 
 if TYPE_CHECKING:
     from {{ cookiecutter.project_slug }}.idempotency.base import IdempotentTask
+    from {{ cookiecutter.project_slug }}.idempotency.tasks_backend import PoolTask
 
     from .models import Job
 
@@ -33,6 +34,8 @@ def _upload_only(job: Job, upload: str) -> Mapping[str, Any]:
 class JobKind:
     """A kind of job: the uploads it accepts and the idempotent task that does the work.
 
+    The task is an ``IdempotentTask`` (Celery API) or a ``django.tasks`` task of the pool backend.
+
     The task runs under the job's own idempotency key, with the keyword arguments ``arguments``
     builds (by default only ``upload``, the signed claim-check reference of the file).
     """
@@ -42,7 +45,7 @@ class JobKind:
     #: What the jobs page calls it.
     label: str
     #: The idempotent task that does the work.
-    task: IdempotentTask
+    task: IdempotentTask | PoolTask
     #: Content types of the files this kind accepts.
     content_types: tuple[str, ...]
     #: File name endings the page also maps to this kind (when a browser sends no content type).
@@ -55,12 +58,13 @@ class JobKind:
         if not self.name or not self.name.replace("_", "").isalnum() or self.name != self.name.lower():
             raise KindRegistrationError(f"Job kind name {self.name!r} must be lowercase letters, digits and '_'.")
         from {{ cookiecutter.project_slug }}.idempotency.base import IdempotentTask
+        from {{ cookiecutter.project_slug }}.idempotency.tasks_backend import PoolTask
 
-        if not isinstance(self.task, IdempotentTask):
+        if not isinstance(self.task, IdempotentTask | PoolTask):
             # The job runs under its own idempotency key (task.using(key=...).enqueue): a plain task has none.
             raise KindRegistrationError(
                 f"Job kind {self.name!r}: task {getattr(self.task, 'name', self.task)!r} is not an IdempotentTask; "
-                "declare it with @shared_task(base=IdempotentTask, worker_pool=...)."
+                "declare it with @shared_task(base=IdempotentTask, worker_pool=...) or django.tasks' @task."
             )
         if isinstance(self.content_types, str) or not all(isinstance(t, str) for t in self.content_types):
             raise KindRegistrationError(
@@ -70,6 +74,13 @@ class JobKind:
             raise KindRegistrationError(f"Job kind {self.name!r} accepts no content type; name at least one.")
         if self.max_upload_bytes is not None and self.max_upload_bytes < 1:
             raise KindRegistrationError(f"Job kind {self.name!r}: max_upload_bytes must be at least 1.")
+
+    @property
+    def idempotent_task(self) -> IdempotentTask:
+        """Return the Celery task that runs this kind's calls (a ``django.tasks`` task's own)."""
+        from {{ cookiecutter.project_slug }}.idempotency.tasks_backend import PoolTask
+
+        return self.task.celery_task if isinstance(self.task, PoolTask) else self.task
 
     @property
     def upload_limit(self) -> int:

@@ -142,7 +142,7 @@ def kept_outcome(job: Job) -> dict[str, Any]:
 def max_attempts(job: Job) -> int | None:
     """Return how many deliveries may claim the job's row, or ``None`` if its kind is no longer registered."""
     try:
-        task = kinds.get(job.kind).task
+        task = kinds.get(job.kind).idempotent_task
     except KeyError:
         return None
     return task.get_max_attempts()
