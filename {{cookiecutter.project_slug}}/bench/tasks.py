@@ -1,4 +1,4 @@
-"""Tasks the benchmarks run: the same no-op body on plain Celery and on the idempotent base task."""
+"""Tasks the benchmarks run: the same no-op body on plain Celery, the idempotent base task and django.tasks."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 import redis
 from celery import Task
 from django.conf import settings
+from django.tasks import task
 
 from {{ cookiecutter.project_slug }}.claimcheck.base import ClaimCheckTask
 from {{ cookiecutter.project_slug }}.core.celery_internals import shared_task
@@ -40,6 +41,12 @@ def noop_plain(i: int) -> None:
 @shared_task(base=IdempotentTask, worker_pool=DEFAULT, ignore_result=True)
 def noop_idempotent(i: int) -> None:
     """Count one completion, on the idempotent base task."""
+    _redis().incr(DONE_KEY)
+
+
+@task
+def noop_django(i: int) -> None:
+    """Count one completion, as a django.tasks task on the pool backend (the idempotent base underneath)."""
     _redis().incr(DONE_KEY)
 
 

@@ -145,11 +145,19 @@ def throughput(stack: Stack, count: int, repeats: int) -> dict[str, Any]:
 
 
 def enqueue_latency(stack: Stack, count: int) -> dict[str, Any]:
-    """Measure p50/p99 of ``delay()`` against ``enqueue()`` (row + publish on commit), no worker running."""
-    from .tasks import noop_idempotent, noop_plain
+    """Measure p50/p99 of ``delay()``, ``IdempotentTask.enqueue()`` and django.tasks' ``enqueue()``, no worker running.
+
+    Both ``enqueue()`` write the row and publish on commit; the django.tasks one also checks Django's JSON rule,
+    builds a ``TaskResult`` and sends ``task_enqueued``.
+    """
+    from .tasks import noop_django, noop_idempotent, noop_plain
 
     _flush(stack)
-    timings: dict[str, list[float]] = {"plain delay()": [], "IdempotentTask.enqueue()": []}
+    timings: dict[str, list[float]] = {
+        "plain delay()": [],
+        "IdempotentTask.enqueue()": [],
+        "django.tasks enqueue()": [],
+    }
     for i in range(count):
         started = time.perf_counter()
         noop_plain.delay(i)
@@ -157,6 +165,9 @@ def enqueue_latency(stack: Stack, count: int) -> dict[str, Any]:
         started = time.perf_counter()
         noop_idempotent.enqueue(i)
         timings["IdempotentTask.enqueue()"].append(time.perf_counter() - started)
+        started = time.perf_counter()
+        noop_django.enqueue(i)
+        timings["django.tasks enqueue()"].append(time.perf_counter() - started)
     _flush(stack)
     return {
         kind: {"p50_ms": percentile(v, 50) * 1000, "p99_ms": percentile(v, 99) * 1000, "n": len(v)}

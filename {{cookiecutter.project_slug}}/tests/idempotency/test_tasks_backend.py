@@ -21,6 +21,7 @@ from {{ cookiecutter.project_slug }}.idempotency.cancel import cancel
 from {{ cookiecutter.project_slug }}.idempotency.exceptions import (
     ArgumentNotSerializableError,
     ArgumentNotStorableError,
+    DeliveryLostError,
     InvalidKeyError,
     PayloadMismatchError,
     TaskCancelledError,
@@ -304,7 +305,7 @@ def test_a_lost_attempt_and_an_exhausted_row_read_as_errors(transactional_db, cl
     assert maintenance.reap_expired_leases().republished == (key,)
     result.refresh()
     assert result.status == TaskResultStatus.READY
-    assert [e.exception_class_path for e in result.errors] == ["{{ cookiecutter.project_slug }}.idempotency.exceptions.DeliveryLostError"]
+    assert [e.exception_class for e in result.errors] == [DeliveryLostError]
     assert "Lease of default-1@host:1001" in result.errors[0].traceback
 
 

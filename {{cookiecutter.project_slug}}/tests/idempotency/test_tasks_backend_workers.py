@@ -13,7 +13,7 @@ from django.tasks import TaskResultStatus
 from django.utils import timezone
 
 from {{ cookiecutter.project_slug }}.idempotency import publishing
-from {{ cookiecutter.project_slug }}.idempotency.exceptions import ResultNotSerializableError
+from {{ cookiecutter.project_slug }}.idempotency.exceptions import DeliveryLostError, ResultNotSerializableError
 from {{ cookiecutter.project_slug }}.idempotency.models import TaskRecord
 from {{ cookiecutter.project_slug }}.idempotency.selectors import get_result
 
@@ -79,7 +79,7 @@ def test_sigkill_in_the_middle_of_a_call_runs_it_again_with_one_effect(start_wor
     assert done.attempts == 2
     assert len(done.worker_ids) == 2
     [lost] = done.errors
-    assert lost.exception_class_path == "{{ cookiecutter.project_slug }}.idempotency.exceptions.DeliveryLostError"
+    assert lost.exception_class is DeliveryLostError
     assert str(child) in lost.traceback
     assert Effect.objects.filter(key="killed").count() == 1
 
