@@ -269,5 +269,11 @@ def test_rows_pending_before_the_upgrade_get_a_publish_time_so_the_recovery_pass
     finally:
         executor = MigrationExecutor(connection)
         executor.migrate(after)
-    assert row("old-pending").published_at == pending.enqueued_at
-    assert row("old-done").published_at is None
+    # Read as of 0002: later migrations add columns this state does not have yet.
+    upgraded = MigrationExecutor(connection).loader.project_state(after).apps.get_model("idempotency", "TaskRecord")
+    try:
+        assert upgraded.objects.get(key="old-pending").published_at == pending.enqueued_at
+        assert upgraded.objects.get(key="old-done").published_at is None
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.migrate(executor.loader.graph.leaf_nodes())
