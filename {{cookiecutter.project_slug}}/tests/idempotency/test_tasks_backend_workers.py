@@ -42,9 +42,11 @@ def start_ready(start_worker: Any, name: str, queue: str = "default", **options:
     return proc
 
 
-def test_a_call_runs_on_its_pool_and_its_result_reads_from_this_process(start_worker):
+def test_calls_run_on_their_pool_and_their_results_read_from_this_process(start_worker):
     start_worker("default")
     result = tasks.make_effect.enqueue("signals-run", seconds=0.2)
+    coroutine = tasks.async_effect.enqueue("coroutine", seconds=0.1)
+    steps = tasks.with_progress.enqueue("progress", steps=4, step_seconds=0.3)
     done = finished(tasks.make_effect, result.id)
 
     assert done.status == TaskResultStatus.SUCCESSFUL
@@ -60,6 +62,18 @@ def test_a_call_runs_on_its_pool_and_its_result_reads_from_this_process(start_wo
     assert Effect.objects.get(key="task_finished:signals-run").worker == "SUCCESSFUL"
     result.refresh()
     assert result.status == TaskResultStatus.SUCCESSFUL
+
+    # An async def task runs on the worker too.
+    ran = finished(tasks.async_effect, coroutine.id)
+    assert ran.status == TaskResultStatus.SUCCESSFUL
+    assert ran.return_value == {"effect": "coroutine", "run": 1, "coroutine": True}
+    assert Effect.objects.filter(key="coroutine").count() == 1
+
+    # Progress lands on the row the jobs page reads, while the call runs.
+    wait_until(lambda: (get_result(id=steps.id).progress or 0) >= 0.5, 30, "progress to be reported")
+    assert finished(tasks.with_progress, steps.id).return_value == 4
+    row = get_result(id=steps.id)
+    assert (row.progress, row.progress_message) == (1.0, "step 4 of 4")
 
 
 def test_sigkill_in_the_middle_of_a_call_runs_it_again_with_one_effect(start_worker):
@@ -85,13 +99,13 @@ def test_sigkill_in_the_middle_of_a_call_runs_it_again_with_one_effect(start_wor
 
 
 def test_the_same_message_delivered_twice_runs_the_function_once(start_worker):
-    first = start_ready(start_worker, "dup-a")
-    second = start_ready(start_worker, "dup-b")
+    # Two processes: the second delivery runs beside the first, as on another worker.
+    worker = start_worker("default", "-c", "2", "--prefetch-multiplier", "1", name="dup")
     result = tasks.make_effect.enqueue("twice", seconds=2.0)
     # As a broker redelivery would: the row's own message a second time, while the first runs.
     wait_until(lambda: count("runs:twice") == 1, 30, "the first delivery to run")
     publishing.publish(TaskRecord.objects.get(pk=result.id))
-    wait_until(lambda: "not running it twice" in first.log() + second.log(), 30, "the duplicate to be skipped")
+    wait_until(lambda: "not running it twice" in worker.log(), 30, "the duplicate to be skipped")
 
     done = finished(tasks.make_effect, result.id)
     assert done.status == TaskResultStatus.SUCCESSFUL
@@ -100,7 +114,7 @@ def test_the_same_message_delivered_twice_runs_the_function_once(start_worker):
     assert done.attempts == 1
     # A delivery after the success returns the stored result and runs nothing.
     publishing.publish(TaskRecord.objects.get(pk=result.id))
-    wait_until(lambda: "already succeeded" in first.log() + second.log(), 30, "the late duplicate to return")
+    wait_until(lambda: "already succeeded" in worker.log(), 30, "the late duplicate to return")
     assert count("runs:twice") == 1
 
 
@@ -142,20 +156,13 @@ def test_a_high_priority_call_overtakes_a_queue_of_low_ones(start_worker, clean_
     assert {order[f"low-{n}"] for n in range(3)} == {4, 5, 6}
 
 
-def test_an_async_task_runs_on_the_worker(start_worker):
-    start_worker("default")
-    result = tasks.async_effect.enqueue("coroutine", seconds=0.1)
-    done = finished(tasks.async_effect, result.id)
-    assert done.status == TaskResultStatus.SUCCESSFUL
-    assert done.return_value == {"effect": "coroutine", "run": 1, "coroutine": True}
-    assert Effect.objects.filter(key="coroutine").count() == 1
-
-
-def test_failed_attempts_are_retried_and_each_is_one_error_with_the_context_counting(start_worker):
+def test_failed_attempts_are_retried_each_one_error_capped_per_task_and_the_context_counts(start_worker):
     start_worker("default")
     result = tasks.flaky.enqueue("flaky", failures=2)
-    done = finished(tasks.flaky, result.id, timeout=90)
+    exhausted = tasks.flaky.enqueue("hopeless", failures=10)
+    unstorable = tasks.returns_a_set.enqueue("set")
 
+    done = finished(tasks.flaky, result.id, timeout=90)
     assert done.status == TaskResultStatus.SUCCESSFUL
     # The TaskContext gave the attempt number: two failed, the third returned it.
     assert done.return_value == {"attempt": 3, "id": result.id}
@@ -163,12 +170,6 @@ def test_failed_attempts_are_retried_and_each_is_one_error_with_the_context_coun
     assert [e.exception_class for e in done.errors] == [TransientError, TransientError]
     assert "attempt 1 of flaky failed" in done.errors[0].traceback
     assert "attempt 2 of flaky failed" in done.errors[1].traceback
-
-
-def test_attempts_are_capped_and_a_result_django_cannot_store_fails_for_good(start_worker):
-    start_worker("default")
-    exhausted = tasks.flaky.enqueue("hopeless", failures=10)
-    unstorable = tasks.returns_a_set.enqueue("set")
 
     failed = finished(tasks.flaky, exhausted.id, timeout=90)
     assert failed.status == TaskResultStatus.FAILED
@@ -184,17 +185,6 @@ def test_attempts_are_capped_and_a_result_django_cannot_store_fails_for_good(sta
     assert error.exception_class is ResultNotSerializableError
     assert "returned a set" in error.traceback
     assert refused.attempts == 1  # permanent: no retry
-
-
-def test_progress_is_recorded_on_the_row_the_jobs_page_reads(start_worker):
-    start_worker("default")
-    result = tasks.with_progress.enqueue("progress", steps=4, step_seconds=0.3)
-    wait_until(lambda: (get_result(id=result.id).progress or 0) >= 0.5, 30, "progress to be reported")
-    assert tasks.with_progress.get_result(result.id).status == TaskResultStatus.RUNNING
-    done = finished(tasks.with_progress, result.id)
-    assert done.return_value == 4
-    row = get_result(id=result.id)
-    assert (row.progress, row.progress_message) == (1.0, "step 4 of 4")
 
 
 def test_a_call_on_another_queue_runs_on_that_pool(start_worker):

@@ -208,4 +208,11 @@ def held_task_ids() -> frozenset[str]:
     from celery.worker import state
 
     # A copy in one C call: the consumer thread adds and removes requests while this runs in another thread.
-    return frozenset(state.requests.copy())
+    held = set(state.requests.copy())
+    # state.requests maps an id to its latest request: a duplicate of a running message (same id) that ends first
+    # pops the id while the original still runs. The request sets keep each delivery; their weak references copy
+    # in one C call too (celery-types declares these WeakSets as plain MutableSets).
+    for requests in (state.active_requests, state.reserved_requests):
+        refs = requests.data.copy()  # type: ignore[attr-defined]
+        held.update(request.id for ref in refs if (request := ref()) is not None)
+    return frozenset(held)

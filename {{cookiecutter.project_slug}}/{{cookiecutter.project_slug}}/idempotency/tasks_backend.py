@@ -59,9 +59,11 @@ STATUSES = {
 }
 #: What a ``django.tasks`` argument may be: Django's rule, it must come back equal from a JSON round trip.
 ACCEPTED = "str, int, float, bool, None, list, tuple and dict with str keys (values that survive a JSON round trip)"
-#: Attributes a delivery of a ``django.tasks`` task keeps on its Celery request.
+#: Set on the Celery request (to the row's key) once the function started in this delivery: task_finished is its own.
 _STARTED = "django_task_key"
+#: Log lines of the worker-side signals.
 SIGNAL_FAILED = "a %s receiver of %s failed"
+FINISHED_UNREAD = "key %r: the row could not be read to send task_finished"
 
 
 def _class_path(cls: type) -> str:
@@ -207,7 +209,11 @@ class TaskRunner(IdempotentTask):
         if key is None:
             return  # the function did not run in this delivery (a duplicate, a refusal)
         setattr(self.request, _STARTED, None)
-        record = TaskRecord.objects.filter(key=key).first()
+        try:
+            record = TaskRecord.objects.filter(key=key).first()
+        except Exception:  # the outcome is stored (or owed) either way: an unread row must not mask it
+            logger.warning(FINISHED_UNREAD, key, exc_info=True)
+            return
         # A failed attempt waiting for its retry is not finished; a lost lease is the new holder's to announce.
         if record is not None and record.status in (Status.SUCCEEDED, Status.FAILED):
             _send(task_finished, task_result(record, self.django_task()))
