@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -195,27 +196,65 @@ def test_demo_independent_tests_and_their_code_are_the_same_without_the_demo(bak
             assert (no_demo / name).read_bytes() == (default / name).read_bytes(), f"{name} differs without the demo"
 
 
-@pytest.mark.parametrize("combination", ["default", "no-demo"])
-def test_generated_project_make_test_passes(synced, capsys, combination):
+#: The bakes whose own `make test` runs here, side by side.
+MADE = ("default", "no-demo")
+
+
+@pytest.fixture(scope="session")
+def make_test(synced):
+    """Return a function that starts a bake's `make test` once, in the background; every run is stopped at the end.
+
+    The runs go side by side: each bake's suite starts its own services on free loopback ports and works in its own
+    folders, and the demo_flows=n subset ends well inside the default bake's run, which sets the CI time.
+    """
+    runs: dict[str, tuple[Path, subprocess.Popen[bytes]]] = {}
+
+    def start(combination: str) -> tuple[Path, subprocess.Popen[bytes]]:
+        if combination not in runs:
+            project = synced(combination)
+            command = ["make", "test"]
+            if combination == "no-demo":
+                command.append("PYTEST_ARGS=" + " ".join(f"--ignore={module}" for module in DEMO_INDEPENDENT))
+            log = project.path / "make-test.log"
+            with log.open("w") as out:
+                process = subprocess.Popen(
+                    command,
+                    cwd=project.path,
+                    env=project_env(),
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            runs[combination] = (log, process)
+        return runs[combination]
+
+    yield start
+    for _, process in runs.values():
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+@pytest.mark.parametrize("combination", MADE)
+def test_generated_project_make_test_passes(make_test, capsys, combination):
     """Run the bake's own `make test`: lint, import layers, types and its suite against real services.
 
     The demo_flows=n bake runs every test module except those it shares, with their code, with the default bake.
     """
-    project = synced(combination)
     if shutil.which("make") is None:
         pytest.fail("make is not installed", pytrace=False)
-    command = ["make", "test"]
-    if combination == "no-demo":
-        command.append("PYTEST_ARGS=" + " ".join(f"--ignore={module}" for module in DEMO_INDEPENDENT))
-    log = project.path / "make-test.log"
-    with log.open("w") as out:
-        done = subprocess.run(
-            command, cwd=project.path, env=project_env(), stdout=out, stderr=subprocess.STDOUT, timeout=1800
-        )
+    for each in MADE:
+        make_test(each)
+    log, process = make_test(combination)
+    try:
+        returncode = process.wait(timeout=2400)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        returncode = process.wait()
     lines = log.read_text(errors="replace").splitlines()
     # Every pytest run of `make test` ends with a summary line: "N passed, M failed ... in 12.3s".
     summaries = [line.strip(" =") for line in lines if re.search(r"\b(passed|failed|errors?)\b.* in [\d.]+s", line)]
     with capsys.disabled():
         for summary in summaries or ["no pytest summary"]:
             print(f"\n{combination} project's make test: {summary}")
-    assert done.returncode == 0, "\n".join(lines[-150:])
+    assert returncode == 0, "\n".join(lines[-150:])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +28,7 @@ READ_BY_SETTINGS = (
     "DJANGO_SECURE_HSTS_SECONDS",
     "DJANGO_SECURE_SSL_REDIRECT",
     "DATABASE_CONN_MAX_AGE",
+    "DATABASE_CONNECT_TIMEOUT",
     "IDEMPOTENCY_REAPER_INTERVAL",
     "CLAIMCHECK_ARGS_THRESHOLD",
     "CLAIMCHECK_UPLOAD_MAX_BYTES",
@@ -119,6 +121,7 @@ def test_production_refuses_sqlite_and_a_weak_secret_key(tmp_path):
         ("IDEMPOTENCY_REAPER_INTERVAL", "0", "at least 1"),
         ("CLAIMCHECK_UPLOAD_MAX_BYTES", "abc", "whole number"),
         ("CLAIMCHECK_ARGS_THRESHOLD", "-1", "at least 1"),
+        ("DATABASE_CONNECT_TIMEOUT", "0", "at least 1"),
         ("JOBS_SSE_POLL_SECONDS", "nan", "number above 0"),
         ("DJANGO_SECURE_SSL_REDIRECT", "flase", "true/false"),
         ("EMAIL_URL", "garbage", "smtp+tls://"),
@@ -140,6 +143,29 @@ def test_production_refuses_a_bad_value_by_name(name, value, expected, tmp_path)
     assert name in last, last
     assert expected in last, last
     assert "secret" not in last  # a password in a URL stays out of the logs
+
+
+#: Connects to the database of the settings and prints how it ended and how long it took.
+CONNECT = [
+    "-c",
+    "import time, django; django.setup(); from django.db import connection; started = time.monotonic()\n"
+    "try:\n    connection.ensure_connection()\nexcept Exception as exc:\n    print(type(exc).__name__)\n"
+    "print(f'{time.monotonic() - started:.1f}')",
+]
+
+
+def test_a_database_that_does_not_answer_fails_the_connection_after_the_timeout(tmp_path):
+    # A server that takes the TCP connection and never says a word: libpq alone would wait for it forever.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"postgres://app:secret@127.0.0.1:{silent.getsockname()[1]}/app"
+        env = {"RUN_DIR": str(tmp_path), "DATABASE_URL": url, "DATABASE_CONNECT_TIMEOUT": "2"}
+        done = run_django(CONNECT, f"{PACKAGE}.config.settings.local", env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    error, seconds = done.stdout.split()
+    assert error == "OperationalError"
+    assert 1.5 <= float(seconds) < 60, seconds  # the subprocess itself gives up at 120 s
 
 
 def test_local_settings_refuse_a_bad_value_by_name(tmp_path):

@@ -33,7 +33,7 @@ from {{ cookiecutter.project_slug }}.idempotency.exceptions import (
     TaskAlreadyFailedError,
     TaskRecordNotFoundError,
 )
-from {{ cookiecutter.project_slug }}.idempotency.models import Status, TaskRecord
+from {{ cookiecutter.project_slug }}.idempotency.models import Status, TaskRecord, WorkerLiveness
 from {{ cookiecutter.project_slug }}.idempotency.payload import canonical_json, derive_key, normalised, payload_hash
 
 from tests.tasks import idempotency as tasks
@@ -542,6 +542,38 @@ def test_reaper_republishes_expired_leases_and_fails_exhausted_ones(transactiona
     assert message["headers"]["id"] == dead.task_id
     assert message["headers"]["idempotency_key"] == "dead"
     assert message["headers"]["task"] == tasks.make_effect.name
+
+
+def test_rows_of_nodes_that_stopped_proving_they_are_alive_are_reclaimed_and_no_others(transactional_db, clean_broker):
+    now = timezone.now()
+    long_ago, recently, soon = now - timedelta(minutes=10), now - timedelta(seconds=1), now + timedelta(seconds=60)
+    WorkerLiveness.objects.create(node="dead@a", pid=1, started_at=long_ago, alive_until=recently)
+    WorkerLiveness.objects.create(node="alive@b", pid=2, started_at=long_ago, alive_until=soon)
+    WorkerLiveness.objects.create(node="restarted@c", pid=3, started_at=recently, alive_until=soon)
+    lease = {"status": Status.RUNNING, "lease_expires_at": soon, "attempts": 1}
+    pending_row("of-dead", owner="dead@a:1:x", started_at=long_ago, **lease)
+    pending_row("of-alive", owner="alive@b:2:x", started_at=long_ago, **lease)
+    pending_row("before-restart", owner="restarted@c:9:x", started_at=long_ago, **lease)
+    pending_row("after-restart", owner="restarted@c:3:x", started_at=now, **lease)
+    pending_row("never-proven", owner="silent@d:4:x", started_at=long_ago, **lease)
+    pending_row("just-claimed", owner="new@e:5:x", started_at=now, **lease)  # its liveness is coming
+
+    report = maintenance.reclaim_dead_nodes(now=now)
+
+    assert sorted(report.republished) == ["before-restart", "never-proven", "of-dead"]
+    statuses = dict(TaskRecord.objects.values_list("key", "status"))
+    assert statuses == {
+        "of-dead": Status.PENDING,
+        "before-restart": Status.PENDING,
+        "never-proven": Status.PENDING,
+        "of-alive": Status.RUNNING,
+        "after-restart": Status.RUNNING,
+        "just-claimed": Status.RUNNING,
+    }
+    assert TaskRecord.objects.get(key="of-dead").error_type == "WorkerLost"
+    assert sorted(m["headers"]["idempotency_key"] for m in queued(clean_broker)) == sorted(report.republished)
+    # A second pass finds nothing more: the reclaimed rows are pending, the others are held by live nodes.
+    assert maintenance.reclaim_dead_nodes(now=now).republished == ()
 
 
 def test_pruner_deletes_only_finished_rows_past_retention(db):

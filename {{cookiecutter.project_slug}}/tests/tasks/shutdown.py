@@ -73,6 +73,24 @@ effect_reports = _make(pools.REPORTS)
 EFFECT_TASKS = {"default": effect_default, "images": effect_images, "emails": effect_emails, "reports": effect_reports}
 
 
+def _make_once(pool: pools.Pool) -> Any:
+    # Idempotent with the project's defaults: on a pool that runs atomic effects, the body's write commits with
+    # the success write. The body has no guard of its own, so a second committed run would count 2.
+    @shared_task(base=IdempotentTask, name=f"tests.tasks_shutdown.once_{pool.name}", worker_pool=pool)
+    def once(key: str, seconds: float = 0.0) -> str:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:  # short sleeps, so a signal lands between them
+            time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+        bump(f"once:{key}")
+        return "done"
+
+    return once
+
+
+#: The idempotent task of each pool whose deployed limits run atomic effects (not reports), by pool name.
+ONCE_TASKS = {pool.name: _make_once(pool) for pool in (pools.DEFAULT, pools.IMAGES, pools.EMAILS)}
+
+
 #: Deliveries the poison task may claim before its status row fails for good (the pool's cap is longer).
 POISON_MAX_ATTEMPTS = 2
 

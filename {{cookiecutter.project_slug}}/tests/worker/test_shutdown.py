@@ -21,7 +21,7 @@ from {{ cookiecutter.project_slug }} import pools
 
 from support.servers import Process, wait_until
 from tests.effects.models import Counter, Effect
-from tests.tasks.shutdown import EFFECT_TASKS, count
+from tests.tasks.shutdown import EFFECT_TASKS, ONCE_TASKS, count
 
 pytestmark = pytest.mark.workers
 
@@ -224,8 +224,13 @@ def test_prefetched_messages_of_a_stopping_worker_are_requeued(start_worker, cle
     assert duplicates() == {}
 
 
-#: Tasks per pool in the rolling-restart test (at least 500 in all).
-LOAD = {"default": 200, "images": 100, "emails": 150, "reports": 60}
+#: Multiplies the rolling-restart test's task counts (ROLLING_RESTART_SCALE=4 sends 2,040 plain and 2,000
+#: idempotent tasks); CI runs it at 1.
+SCALE = float(os.environ.get("ROLLING_RESTART_SCALE", "1"))
+#: Plain tasks per pool in the rolling-restart test (at least 500 in all).
+LOAD = {name: round(n * SCALE) for name, n in {"default": 200, "images": 100, "emails": 150, "reports": 60}.items()}
+#: Idempotent tasks per pool in the same test, on the pools that run atomic effects.
+ONCE_LOAD = {name: round(n * SCALE) for name, n in {"default": 200, "images": 120, "emails": 180}.items()}
 #: What happens to a worker at each step of the rolling restart, in order.
 ROLLOUT: list[tuple[str, signal.Signals | Literal["child"]]] = [
     ("default", signal.SIGTERM),
@@ -254,28 +259,49 @@ def send_batch(keys: list[str], queue: str) -> None:
     limit, Celery 5.7 can report the task as timed out (acked) before it notices the child died
     (requeued): seen once under CI load with the long task at 3 s of a 4 s soft, 6 s hard limit.
     """
-    long = SOFT_SHUTDOWN + 0.5
     for key in keys:
-        seconds = long if int(key.rsplit("-", 1)[1]) % 8 == 0 else 0.2
-        EFFECT_TASKS[queue].delay(key, seconds, again=0.1)
+        EFFECT_TASKS[queue].delay(key, task_seconds(key), again=0.1)
+
+
+def task_seconds(key: str) -> float:
+    """Return how long the task of ``key`` works: most 0.2 s, one in eight longer than the soft shutdown."""
+    return SOFT_SHUTDOWN + 0.5 if int(key.rsplit("-", 1)[1]) % 8 == 0 else 0.2
 
 
 def test_rolling_restart_under_load_runs_every_task_once(start_worker, clean_broker):
+    """Plain tasks run once (their body guards its effect); idempotent ones commit their database effect once.
+
+    The idempotent tasks' bodies have no guard: a delivery killed between its write and its success write, or
+    two deliveries both committing, would count an effect twice. Their pools run atomic effects.
+    """
+    from {{ cookiecutter.project_slug }}.idempotency.models import Status, TaskRecord
+
     assert sum(LOAD.values()) >= 500
+    assert all(pools.by_queue(queue, REGISTRY).runs_atomic_effects for queue in ONCE_LOAD)
     workers = {queue: start_worker(queue) for queue in LOAD}
     keys = {queue: [f"{queue}-{i}" for i in range(n)] for queue, n in LOAD.items()}
+    once_keys = {queue: [f"once-{queue}-{i}" for i in range(n)] for queue, n in ONCE_LOAD.items()}
     every_key = [k for queue_keys in keys.values() for k in queue_keys]
+    every_once = [k for queue_keys in once_keys.values() for k in queue_keys]
     started = time.monotonic()
 
     def remaining() -> int:
-        return len(every_key) - Effect.objects.filter(key__in=every_key).count()
+        done = Effect.objects.filter(key__in=every_key).count()
+        return len(every_key) + len(every_once) - done - Counter.objects.filter(name__startswith="once:").count()
+
+    def send(number: int) -> None:
+        for pool_queue, queue_keys in keys.items():
+            size = -(-len(queue_keys) // len(ROLLOUT))
+            send_batch(queue_keys[number * size : (number + 1) * size], pool_queue)
+        for pool_queue, queue_keys in once_keys.items():
+            size = -(-len(queue_keys) // len(ROLLOUT))
+            batch = queue_keys[number * size : (number + 1) * size]
+            ONCE_TASKS[pool_queue].enqueue_many([((key, task_seconds(key)), None) for key in batch])
 
     steps: list[str] = []
     for number, (queue, action) in enumerate(ROLLOUT):
         # A new batch before every step, so each signal lands on busy workers with messages prefetched.
-        for pool_queue, queue_keys in keys.items():
-            size = -(-len(queue_keys) // len(ROLLOUT))
-            send_batch(queue_keys[number * size : (number + 1) * size], pool_queue)
+        send(number)
         time.sleep(1.0)
         worker = workers[queue]
         if action == "child":
@@ -293,20 +319,29 @@ def test_rolling_restart_under_load_runs_every_task_once(start_worker, clean_bro
         steps.append(f"{signal.Signals(action).name} {queue} ({remaining()} tasks left)")
         workers[queue] = start_worker(queue)
 
-    wait_until(lambda: remaining() == 0, REDELIVERY + 120, f"all {len(every_key)} tasks to complete")
+    total = len(every_key) + len(every_once)
+    wait_until(lambda: remaining() == 0, REDELIVERY + 120 * SCALE, f"all {total} tasks to complete")
     elapsed = time.monotonic() - started
 
     deliveries = sum(Counter.objects.filter(name__startswith="started:").values_list("value", flat=True))
     repeats = sum(Counter.objects.filter(name__startswith="repeat:").values_list("value", flat=True))
     per_pool = {queue: Effect.objects.filter(key__startswith=f"{queue}-").count() for queue in LOAD}
+    once_rows = TaskRecord.objects.filter(task_name__in=[task.name for task in ONCE_TASKS.values()])
+    once_counts = dict(Counter.objects.filter(name__startswith="once:").values_list("name", "value"))
+    twice = {name: value for name, value in once_counts.items() if value != 1}
+    claims = sum(once_rows.values_list("attempts", flat=True))
     print(
-        f"\nrolling restart: {len(every_key)} tasks sent, {sum(per_pool.values())} effects {per_pool}, "
+        f"\nrolling restart: {len(every_key)} plain tasks sent, {sum(per_pool.values())} effects {per_pool}, "
         f"{deliveries} deliveries ({deliveries - len(every_key)} redeliveries, {repeats} of them after the "
-        f"effect, which they left alone), {len(duplicates())} duplicate effects, {elapsed:.0f}s; "
-        f"steps: {'; '.join(steps)}"
+        f"effect, which they left alone), {len(duplicates())} duplicate effects; {len(every_once)} idempotent "
+        f"tasks, {len(once_counts)} database effects, {len(twice)} counted twice, {claims} claims "
+        f"({claims - len(every_once)} again after a lost delivery); {elapsed:.0f}s; steps: {'; '.join(steps)}"
     )
     assert per_pool == LOAD
     assert duplicates() == {}
+    assert twice == {}
+    assert len(once_counts) == len(every_once)
+    assert once_rows.filter(status=Status.SUCCEEDED).count() == len(every_once)
 
 
 def test_a_task_that_kills_its_worker_every_time_fails_after_the_cap(start_worker, clean_broker):

@@ -72,26 +72,28 @@ def reap_expired_leases(*, now: datetime | None = None, limit: int = 500) -> Rea
     for record in TaskRecord.objects.filter(expired).order_by("lease_expires_at")[:limit]:
         assert record.lease_expires_at is not None  # selected for having expired
         lost = f"Lease of {record.owner} expired at {record.lease_expires_at.isoformat()} without a result."
-        fence = TaskRecord.objects.filter(expired, pk=record.pk, owner=record.owner)
-        _give_back(record, fence, "LeaseExpired", lost, now, republished, failed)
+        _give_back(record, "LeaseExpired", lost, now, republished, failed, still=expired)
     return ReapReport(tuple(republished), tuple(failed))
 
 
 def _give_back(
     record: TaskRecord,
-    fence: Any,
     error_type: str,
     message: str,
     now: datetime,
     republished: list[str],
     failed: list[str],
+    *,
+    still: Q | None = None,
 ) -> None:
     """Return a running row whose delivery is gone to pending and publish it, or fail it if out of attempts.
 
-    ``fence`` selects the row only while it is still held as it was read: a holder that finished, or a
-    concurrent pass that reclaimed it first, makes this a no-op.
+    The writes hold only while the row is still running under the owner it was read with (and matches
+    ``still``): a holder that finished, or a concurrent pass that reclaimed it first, makes this a no-op.
     """
     from celery import current_app
+
+    fence = TaskRecord.objects.filter(still or Q(), pk=record.pk, status=Status.RUNNING, owner=record.owner)
 
     task = current_app.tasks.get(record.task_name)
     get_max_attempts = getattr(task, "get_max_attempts", None)
@@ -151,9 +153,8 @@ def reclaim_orphans(node: str, running: Callable[[], Collection[str]], *, now: d
     for record in records:
         if record.task_id in alive:
             continue
-        fence = TaskRecord.objects.filter(pk=record.pk, status=Status.RUNNING, owner=record.owner)
         message = f"The delivery {record.task_id} of {record.owner} ended without a result."
-        _give_back(record, fence, "DeliveryLost", message, now, republished, failed)
+        _give_back(record, "DeliveryLost", message, now, republished, failed)
     for key in republished:
         logger.warning(RECLAIMED_LOG, key, "its delivery ended without a result")
     return ReapReport(tuple(republished), tuple(failed))
@@ -166,25 +167,27 @@ def reclaim_dead_nodes(*, now: datetime | None = None) -> ReapReport:
     timeout, or the node has restarted since it claimed the row (a new incarnation holds the name).
     """
     now = now or timezone.now()
-    # Every worker runs this every few seconds: read what the decision and the republish need, not results.
-    records = list(TaskRecord.objects.filter(status=Status.RUNNING).defer("result", "error_traceback"))
-    if not records:
+    # Every worker runs this every few seconds: the decision reads three columns of the running rows, and only
+    # the rows of lapsed nodes are read whole (one per reclaim, rare).
+    running = list(TaskRecord.objects.filter(status=Status.RUNNING).values_list("pk", "owner", "started_at"))
+    if not running:
         return ReapReport()
-    nodes = {owner_node(r.owner) for r in records}
+    nodes = {owner_node(owner) for _, owner, _ in running}
     liveness = {w.node: w for w in WorkerLiveness.objects.filter(node__in=nodes)}
     unproven = now - timedelta(seconds=settings.IDEMPOTENCY_LIVENESS_TIMEOUT)
     republished: list[str] = []
     failed: list[str] = []
-    for record in records:
-        node = owner_node(record.owner)
+    for pk, owner, started_at in running:
+        node = owner_node(owner)
         proof = liveness.get(node)
-        started = record.started_at or now
+        started = started_at or now
         lapsed = proof.alive_until < now or started < proof.started_at if proof else started < unproven
-        if not lapsed:
+        fence = TaskRecord.objects.filter(pk=pk, status=Status.RUNNING, owner=owner)
+        record = fence.defer("result", "error_traceback").first() if lapsed else None
+        if record is None:  # alive, or it finished (or was reclaimed) since
             continue
-        fence = TaskRecord.objects.filter(pk=record.pk, status=Status.RUNNING, owner=record.owner)
         message = f"Worker {node} stopped proving it is alive while running this task."
-        _give_back(record, fence, "WorkerLost", message, now, republished, failed)
+        _give_back(record, "WorkerLost", message, now, republished, failed)
     for key in republished:
         logger.warning(RECLAIMED_LOG, key, "its worker node stopped proving it is alive")
     return ReapReport(tuple(republished), tuple(failed))

@@ -24,6 +24,8 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "{{ cookiecutter.project_slug }}
 register_pool("threads", "{{ cookiecutter.project_slug }}.worker.threadpool:TaskPool")
 # The embedded stack's broker, polled in short slices: an idle worker stops within a second (fstransport.py).
 register_transport("filesystem", "{{ cookiecutter.project_slug }}.worker.fstransport:Transport")
+# Redis, with a channel close that lets a busy worker reconnect after Redis went away (redistransport.py).
+register_transport("redis", "{{ cookiecutter.project_slug }}.worker.redistransport:Transport")
 
 
 class RegistryAMQP(AMQP):

@@ -89,6 +89,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 else:
     DATABASES["default"]["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", default=60)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    # libpq waits for a server that does not answer without limit: a request, a claim, or the worker's liveness
+    # thread (which forks of pool children wait for) would hang with it. A ?connect_timeout= in the URL wins.
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
+        "connect_timeout", env_int("DATABASE_CONNECT_TIMEOUT", default=5, minimum=1)
+    )
 
 # ------------------------------------------------------------------------------
 # E-mail: printed to the console unless an SMTP URL is given.
