@@ -356,3 +356,13 @@ def test_the_admin_shows_a_django_tasks_call_with_its_attempts(transactional_db,
     assert "tests.tasks.django_tasks.make_effect" in page
     assert "default-1@host:1001" in page  # the attempt log: django.tasks' worker_ids
     assert "-10" in page
+
+
+def test_beat_reaper_publishes_due_deferred_calls_when_no_worker_pass_did(transactional_db, clean_broker):
+    from {{ cookiecutter.project_slug }}.idempotency import tasks as upkeep
+
+    result = tasks.make_effect.using(run_after=timezone.now() + timedelta(minutes=5)).enqueue("reaped")
+    assert upkeep.reap_expired_leases() == {"republished": 0, "failed": 0}
+    TaskRecord.objects.filter(pk=result.id).update(run_after=timezone.now() - timedelta(seconds=1))
+    assert upkeep.reap_expired_leases() == {"republished": 1, "failed": 0}
+    assert [m["headers"]["id"] for m in queued(clean_broker)] == [result.id]
