@@ -160,7 +160,7 @@ def test_failed_attempts_are_retried_each_one_error_capped_per_task_and_the_cont
     start_worker("default")
     result = tasks.flaky.enqueue("flaky", failures=2)
     exhausted = tasks.flaky.enqueue("hopeless", failures=10)
-    unstorable = tasks.returns_a_set.enqueue("set")
+    unstorable = tasks.returns_a_set.enqueue("signals-set")
 
     done = finished(tasks.flaky, result.id, timeout=90)
     assert done.status == TaskResultStatus.SUCCESSFUL
@@ -185,6 +185,8 @@ def test_failed_attempts_are_retried_each_one_error_capped_per_task_and_the_cont
     assert error.exception_class is ResultNotSerializableError
     assert "returned a set" in error.traceback
     assert refused.attempts == 1  # permanent: no retry
+    # Failed for good: the worker announced it once, as failed.
+    assert Effect.objects.get(key="task_finished:signals-set").worker == "FAILED"
 
 
 def test_a_call_on_another_queue_runs_on_that_pool(start_worker):
