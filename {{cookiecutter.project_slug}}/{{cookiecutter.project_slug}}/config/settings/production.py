@@ -3,7 +3,7 @@
 from django.core.exceptions import ImproperlyConfigured
 
 from .base import *  # noqa: F403
-from .base import CELERY_BROKER_URL, DATABASES, MAILERS, env
+from .base import CELERY_BROKER_URL, CELERY_RESULT_BACKEND, DATABASES, MAILERS, env
 from .environment import env_bool, env_hosts, env_int
 
 REQUIRED = (
@@ -24,10 +24,17 @@ if _missing:
     )
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     raise ImproperlyConfigured("DATABASE_URL must point at PostgreSQL in production, not SQLite.")
-# Base settings also accept the embedded stack's schemes; production runs on Redis and sends real e-mail.
-if not CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+# Base settings also accept the embedded stack's schemes; production runs on Redis or RabbitMQ and sends real e-mail.
+if not CELERY_BROKER_URL.startswith(("redis://", "rediss://", "sentinel://", "amqp://", "amqps://")):
     raise ImproperlyConfigured(
-        f"CELERY_BROKER_URL must be a redis:// or rediss:// URL in production, not {CELERY_BROKER_URL.partition(':')[0]}://."
+        "CELERY_BROKER_URL must be a redis://, rediss://, sentinel://, amqp:// or amqps:// URL in production, "
+        f"not {CELERY_BROKER_URL.partition(':')[0]}://."
+    )
+# RabbitMQ keeps no results: with it, results need a Redis of their own, not a file in one pod's run directory.
+if CELERY_RESULT_BACKEND.startswith("file://"):
+    raise ImproperlyConfigured(
+        f"CELERY_RESULT_BACKEND is {CELERY_RESULT_BACKEND!r} in production: with a RabbitMQ broker set it to a "
+        "redis://, rediss:// or sentinel:// URL (results are read by other hosts than the one that wrote them)."
     )
 if MAILERS["default"]["BACKEND"] != "django.core.mail.backends.smtp.EmailBackend":
     raise ImproperlyConfigured(

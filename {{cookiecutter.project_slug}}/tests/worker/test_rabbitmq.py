@@ -1,0 +1,59 @@
+"""RabbitMQ as the broker: quorum queues, the delivery limit into a dead-letter queue, native delayed delivery."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from django.conf import settings
+
+from {{ cookiecutter.project_slug }} import pools
+from {{ cookiecutter.project_slug }}.jobs.queues import queue_depths
+from {{ cookiecutter.project_slug }}.worker.app import app as celery_app
+from {{ cookiecutter.project_slug }}.worker.deadletters import requeue_dead_letters
+
+from support.servers import wait_until
+from tests.tasks.shutdown import EFFECT_TASKS, bump, count, poison_plain
+
+pytestmark = [pytest.mark.workers, pytest.mark.parametrize("broker", ["rabbitmq"], indirect=True)]
+
+REGISTRY = settings.WORKER_POOLS
+
+
+def test_a_plain_task_that_kills_its_worker_is_dead_lettered_after_max_attempts_and_requeued(
+    start_worker, clean_broker
+):
+    pool = pools.by_queue("default", REGISTRY)
+    worker = start_worker("default")
+    poison_plain.delay("plain-poison")
+
+    # No status row counts these deliveries: the quorum queue's delivery limit ends the loop.
+    wait_until(lambda: queue_depths()["dead"]["default"] == 1, 60, "the message to be dead-lettered")
+    assert count("started:plain-poison") == pool.max_attempts
+    time.sleep(1)
+    assert count("started:plain-poison") == pool.max_attempts  # nothing delivers it again
+    depths = queue_depths()
+    assert (depths["queues"]["default"], depths["dead"]["default"]) == (0, 1)
+    assert "Dead-letter queue default.dead declared for the default pool" in worker.log()
+
+    bump("cure:plain-poison")
+    with celery_app.connection_for_write() as connection:
+        assert requeue_dead_letters(connection, pool) == 1
+    wait_until(lambda: count("started:plain-poison") == pool.max_attempts + 1, 30, "the requeued message to run")
+    wait_until(lambda: queue_depths()["dead"]["default"] == 0, 10, "the dead-letter queue to be empty")
+    assert worker.alive()
+
+
+def test_countdown_waits_in_the_broker_not_in_the_worker(start_worker, clean_broker):
+    worker = start_worker("default")
+    sent = time.monotonic()
+    EFFECT_TASKS["default"].apply_async(("delayed", 0.0), countdown=4)
+    time.sleep(1.5)
+    depths = queue_depths()
+    # Native delayed delivery: the message sits in RabbitMQ's celery_delayed_* queues, not reserved by the worker.
+    assert (depths["queues"]["default"], depths["unacked"]["default"]) == (0, 0)
+    assert count("started:delayed") == 0
+    wait_until(lambda: count("started:delayed") == 1, 30, "the delayed task to run")
+    took = time.monotonic() - sent
+    assert 3.5 < took < 20, took
+    assert "Global QoS is disabled" in worker.log()
