@@ -366,7 +366,8 @@ class RabbitNode:
                 ]
             )
         )
-        (self.workdir / "advanced.config").write_text("[].\n")
+        # Quorum queues report their counts to the management API on every tick (5 s by default).
+        (self.workdir / "advanced.config").write_text("[{rabbit, [{quorum_tick_interval, 500}]}].\n")
         (self.workdir / "rabbitmq-env.conf").write_text("")
         (self.workdir / "enabled_plugins").write_text("[rabbitmq_management].\n")
 

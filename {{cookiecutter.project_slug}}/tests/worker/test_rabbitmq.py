@@ -57,3 +57,35 @@ def test_countdown_waits_in_the_broker_not_in_the_worker(start_worker, clean_bro
     took = time.monotonic() - sent
     assert 3.5 < took < 20, took
     assert "Global QoS is disabled" in worker.log()
+
+
+def test_broker_restart_mid_task_delivers_the_row_again_with_one_effect(start_worker, clean_broker, rabbitmq):
+    from {{ cookiecutter.project_slug }}.core.celery_internals import forget_connections
+    from {{ cookiecutter.project_slug }}.idempotency.models import Status, TaskRecord
+
+    from tests.effects.models import Effect
+    from tests.tasks import idempotency as tasks
+
+    worker = start_worker("reports", name="rabbit-restart")
+    tasks.long_report.using(key="rabbit-restart").enqueue("rabbit-restart", seconds=3.0)
+    wait_until(lambda: tasks.count("runs:rabbit-restart") == 1, 30, "the report to start")
+    stopped = time.monotonic()
+    rabbitmq.stop()  # the worker's connection drops with the report running and its message unacknowledged
+    rabbitmq.start()
+    rabbitmq.wait_ready()
+    forget_connections(celery_app)
+    healed = time.monotonic()
+
+    def succeeded() -> bool:
+        found = TaskRecord.objects.filter(key="rabbit-restart").first()
+        return found is not None and found.status == Status.SUCCEEDED
+
+    wait_until(succeeded, 90, "the report to be delivered again and succeed")
+    # Run twice (the first run was cancelled when the connection dropped), its effect recorded once.
+    assert Effect.objects.filter(key="rabbit-restart").count() == 1
+    assert tasks.count("runs:rabbit-restart") == 2
+    assert worker.alive()
+    print(
+        f"\nRabbitMQ restart mid-report: broker down {healed - stopped:.1f}s, "
+        f"report done {time.monotonic() - healed:.1f}s after it was back"
+    )
