@@ -167,6 +167,14 @@ class Pool:
         return self.max_attempts - 1
 
     @property
+    def scale_target(self) -> int:
+        """Return the messages one replica holds at once (processes x prefetch): the autoscaler's target per replica.
+
+        A pool of one process per core is counted as two cores.
+        """
+        return (self.concurrency or 2) * self.prefetch_multiplier
+
+    @property
     def runs_atomic_effects(self) -> bool:
         """Return whether this pool's idempotent tasks run body and success write in one transaction."""
         if self.atomic_effects is not None:

@@ -10,7 +10,6 @@ from django.conf import settings
 from {{ cookiecutter.project_slug }} import pools
 from {{ cookiecutter.project_slug }}.jobs.queues import queue_depths
 from {{ cookiecutter.project_slug }}.worker.app import app as celery_app
-from {{ cookiecutter.project_slug }}.worker.deadletters import requeue_dead_letters
 
 from support.servers import wait_until
 from tests.tasks.shutdown import EFFECT_TASKS, bump, count, poison_plain
@@ -21,7 +20,7 @@ REGISTRY = settings.WORKER_POOLS
 
 
 def test_a_plain_task_that_kills_its_worker_is_dead_lettered_after_max_attempts_and_requeued(
-    start_worker, clean_broker
+    start_worker, clean_broker, admin_client, client
 ):
     pool = pools.by_queue("default", REGISTRY)
     worker = start_worker("default")
@@ -37,8 +36,13 @@ def test_a_plain_task_that_kills_its_worker_is_dead_lettered_after_max_attempts_
     assert "Dead-letter queue default.dead declared for the default pool" in worker.log()
 
     bump("cure:plain-poison")
-    with celery_app.connection_for_write() as connection:
-        assert requeue_dead_letters(connection, pool) == 1
+    # The queues panel's Requeue button: staff only.
+    assert client.post("/api/queues/default/requeue-dead", {}, content_type="application/json").status_code == 401
+    response = admin_client.post("/api/queues/default/requeue-dead", {}, content_type="application/json")
+    assert response.json() == {"queue": "default", "requeued": 1}
+    unknown = admin_client.post("/api/queues/nope/requeue-dead", {}, content_type="application/json")
+    assert unknown.status_code == 404
+    assert "known queues: default, images, emails, reports" in unknown.json()["error"]["message"]
     wait_until(lambda: count("started:plain-poison") == pool.max_attempts + 1, 30, "the requeued message to run")
     wait_until(lambda: queue_depths()["dead"]["default"] == 0, 10, "the dead-letter queue to be empty")
     assert worker.alive()

@@ -12,8 +12,10 @@ from typing import Any
 
 from kombu.exceptions import ChannelError, OperationalError
 
-from {{ cookiecutter.project_slug }}.worker.deadletters import dead_letter_count
-from {{ cookiecutter.project_slug }}.worker.queues import is_amqp, is_redis, pools_in_force
+from {{ cookiecutter.project_slug }} import pools
+from {{ cookiecutter.project_slug }}.core.http import ConflictError, NotFoundError
+from {{ cookiecutter.project_slug }}.worker.deadletters import dead_letter_count, requeue_dead_letters
+from {{ cookiecutter.project_slug }}.worker.queues import by_queue, is_amqp, is_redis, pools_in_force
 
 #: RabbitMQ's management API port, where the management URL is not configured.
 MANAGEMENT_PORT = 15672
@@ -67,6 +69,22 @@ def queue_depths() -> dict[str, Any]:
         for q in names
     }
     return {"transport": transport, "queues": waiting, "unacked": unacked, "dead": dead, "owed": owed, "error": error}
+
+
+def requeue_dead(queue: str) -> int:
+    """Move the dead-lettered messages of the pool consuming ``queue`` back to its queue; return how many moved."""
+    from {{ cookiecutter.project_slug }}.worker.app import app
+
+    try:
+        pool = by_queue(queue)
+    except pools.UnknownQueueError as exc:
+        raise NotFoundError(str(exc)) from None
+    if not is_amqp(app.conf.broker_url or ""):
+        raise ConflictError(
+            f"Dead-letter queues exist on RabbitMQ only; the broker is {str(app.conf.broker_url).partition(':')[0]}://."
+        )
+    with app.connection_for_write() as connection:
+        return requeue_dead_letters(connection, pool)
 
 
 def _waiting(connection: Any, queue: str) -> int:

@@ -15,7 +15,13 @@ from {{ cookiecutter.project_slug }}.worker.queues import dead_letter_queue, is_
 __all__ = ["DeadLetterQueues", "dead_letter_count", "requeue_dead_letters"]
 
 #: Headers RabbitMQ adds to a dead-lettered or redelivered message; a requeued message starts afresh without them.
-BROKER_HEADERS = ("x-death", "x-first-death-exchange", "x-first-death-queue", "x-first-death-reason", "x-delivery-count")
+BROKER_HEADERS = (
+    "x-death",
+    "x-first-death-exchange",
+    "x-first-death-queue",
+    "x-first-death-reason",
+    "x-delivery-count",
+)
 
 logger = get_logger(__name__)
 
@@ -44,7 +50,7 @@ class DeadLetterQueues(bootsteps.StartStopStep):
 
 def dead_letter_count(connection: Connection, pool: pools.Pool) -> int:
     """Return how many messages wait in ``pool``'s dead-letter queue (0 when no worker declared it yet)."""
-    channel = connection.channel()
+    channel: Any = connection.channel()
     try:
         return int(channel.queue_declare(queue=pool.dead_letter_queue, passive=True).message_count)
     except ChannelError:
@@ -67,7 +73,9 @@ def requeue_dead_letters(connection: Connection, pool: pools.Pool, limit: int | 
         if message is None:
             break
         headers = {k: v for k, v in (message.headers or {}).items() if k not in BROKER_HEADERS}
-        properties = {k: v for k, v in message.properties.items() if k in ("correlation_id", "reply_to", "priority")}
+        properties: dict[str, Any] = {
+            k: v for k, v in message.properties.items() if k in ("correlation_id", "reply_to", "priority")
+        }
         producer.publish(
             message.body,
             exchange=pool.queue,

@@ -46,7 +46,8 @@ DEBUG = False
 SECRET_KEY = env.str("DJANGO_SECRET_KEY")
 if len(SECRET_KEY) < 50 or SECRET_KEY.startswith(("local-only", "test-only")):
     raise ImproperlyConfigured("DJANGO_SECRET_KEY must be a random value of at least 50 characters.")
-ALLOWED_HOSTS = env_hosts("DJANGO_ALLOWED_HOSTS", default=[])
+# DJANGO_INTERNAL_HOSTS: names other services reach the web service by (KEDA asks <project>-web for queue counts).
+ALLOWED_HOSTS = env_hosts("DJANGO_ALLOWED_HOSTS", default=[]) + env.list("DJANGO_INTERNAL_HOSTS", default=[])
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[f"https://{h}" for h in ALLOWED_HOSTS])
 
 # ------------------------------------------------------------------------------
@@ -55,7 +56,8 @@ CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[f"https:
 # ------------------------------------------------------------------------------
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", default=True)
-SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+# Probes and the autoscaler speak plain HTTP inside the cluster.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^api/queues/owed$"]
 SESSION_COOKIE_SECURE = True
 CSRF_COOKIE_SECURE = True
 SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", default=60 * 60 * 24 * 30)
