@@ -111,6 +111,27 @@ def test_visibility_timeout_below_a_lease_is_an_error():
     assert "'reports'" in errors[0].msg
 
 
+def test_rabbitmq_consumer_timeout_below_the_longest_lease_plus_margin_is_an_error():
+    amqp = {"broker_url": "amqp://guest:guest@127.0.0.1:5672//", "broker_options": {"confirm_publish": True}}
+    needed = pools.consumer_timeout()
+    assert needed > pools.REPORTS.lease_seconds > pools.RABBITMQ_DEFAULT_CONSUMER_TIMEOUT
+    assert timing_ids(**amqp, consumer_timeout=needed) == []
+    # RabbitMQ's own 30-minute default is below the reports pool's lease: the check says what to set.
+    errors = checks.timing_errors(
+        pools.POOLS,
+        **amqp,
+        result_backend=REDIS,
+        backend_options={},
+        soft_shutdown=pools.soft_shutdown_timeout(),
+        grace_periods={},
+        consumer_timeout=pools.RABBITMQ_DEFAULT_CONSUMER_TIMEOUT,
+    )
+    assert [e.id for e in errors] == ["delivery.E008"]
+    assert "the 'reports' pool's lease (2160s)" in errors[0].msg
+    assert f"consumer_timeout = {needed * 1000}" in (errors[0].hint or "")
+    assert timing_ids(consumer_timeout=1) == []  # a Redis broker has no consumer timeout to compare
+
+
 def test_result_backend_visibility_must_equal_the_brokers():
     options = broker_transport_options(REDIS, Path("/unused"))
     other = {**options, "visibility_timeout": options["visibility_timeout"] + 1}
