@@ -443,3 +443,75 @@ def rabbitmq_server(workdir: Path) -> Iterator[RabbitNode]:
     finally:
         node.stop()
         node.stop_port_mapper()
+
+
+@dataclass
+class SentinelGroup:
+    """A Redis master, its replica and one Sentinel watching them, each on a free loopback port."""
+
+    master: Process
+    replica: Process
+    sentinel: Process
+    master_port: int
+    replica_port: int
+    sentinel_port: int
+    master_name: str = "mymaster"
+
+    @property
+    def url(self) -> str:
+        """Return the ``sentinel://`` URL kombu and Celery take for the broker and the result backend."""
+        return f"sentinel://127.0.0.1:{self.sentinel_port}/0"
+
+    def current_master_port(self) -> int | None:
+        """Return the port of the server the Sentinel names as master now."""
+        import redis
+
+        client = redis.Redis(port=self.sentinel_port, socket_timeout=2)
+        try:
+            found = client.execute_command("SENTINEL", "get-master-addr-by-name", self.master_name)
+        except redis.RedisError:
+            return None
+        return int(found[1]) if found else None
+
+
+@contextlib.contextmanager
+def redis_sentinel_group(workdir: Path) -> Iterator[SentinelGroup]:
+    """Run a Redis master, a replica of it and a Sentinel that fails over within seconds; yield them."""
+    server, sentinel = find_binary("redis-server"), find_binary("redis-sentinel")
+    if server is None or sentinel is None:
+        raise ServiceUnavailableError("redis-server and redis-sentinel are needed (apt-get install redis-sentinel)")
+    workdir.mkdir(parents=True, exist_ok=True)
+    ports = {"master": free_port(), "replica": free_port(), "sentinel": free_port()}
+    common = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    started: list[Process] = []
+    try:
+        for role in ("master", "replica"):
+            (workdir / role).mkdir(exist_ok=True)
+            argv = [server, "--port", str(ports[role]), *common, "--dir", str(workdir / role)]
+            if role == "replica":
+                argv += ["--replicaof", "127.0.0.1", str(ports["master"])]
+            started.append(Process(argv, workdir / f"{role}.log").start())
+        # Sentinel rewrites its configuration file as it learns the group: it must be a writable file of its own.
+        config = workdir / "sentinel.conf"
+        config.write_text(
+            "\n".join(
+                [
+                    f"port {ports['sentinel']}",
+                    "bind 127.0.0.1",
+                    f"dir {workdir}",
+                    f"sentinel monitor mymaster 127.0.0.1 {ports['master']} 1",
+                    "sentinel down-after-milliseconds mymaster 1000",
+                    "sentinel failover-timeout mymaster 5000",
+                    "",
+                ]
+            )
+        )
+        started.append(Process([sentinel, str(config)], workdir / "sentinel.log").start())
+        for port in ports.values():
+            wait_until(lambda port=port: port_open(port), 20, f"redis on port {port} to listen")
+        group = SentinelGroup(*started, ports["master"], ports["replica"], ports["sentinel"])
+        wait_until(lambda: group.current_master_port() == ports["master"], 20, "the Sentinel to know the master")
+        yield group
+    finally:
+        for proc in started:
+            proc.stop()
