@@ -515,3 +515,26 @@ def redis_sentinel_group(workdir: Path) -> Iterator[SentinelGroup]:
     finally:
         for proc in started:
             proc.stop()
+
+
+@contextlib.contextmanager
+def rabbitmq_cluster(workdir: Path, size: int = 3) -> Iterator[list[RabbitNode]]:
+    """Run ``size`` RabbitMQ nodes on loopback that form one cluster (one cookie, one port mapper); yield them."""
+    _rabbitmq_script("rabbitmq-server")
+    cookie = f"cluster{os.getpid()}{time.time_ns()}"
+    epmd_port = free_port()
+    nodes = [rabbit_node(workdir / f"node{i}", f"c{i}-{os.getpid()}", cookie, epmd_port) for i in range(size)]
+    try:
+        for node in nodes:  # started together: on two cores the boots overlap instead of adding up
+            node.start()
+        for node in nodes:
+            node.wait_ready()
+        for node in nodes[1:]:
+            node.ctl("stop_app")
+            node.ctl("join_cluster", nodes[0].nodename)
+            node.ctl("start_app")
+        yield nodes
+    finally:
+        for node in nodes:
+            node.stop()
+        nodes[0].stop_port_mapper()
