@@ -21,7 +21,7 @@ DONE_KEY = "bench:done"
 
 @functools.cache
 def _redis() -> redis.Redis:
-    return redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    return redis.Redis.from_url(settings.BENCH_REDIS_URL)
 
 
 def _sleep(seconds: float) -> None:

@@ -416,7 +416,9 @@ def _rabbitmq_script(name: str) -> str:
 TEST_CONSUMER_TIMEOUT = 60
 
 
-def rabbit_node(workdir: Path, name: str, cookie: str, epmd_port: int | None = None) -> RabbitNode:
+def rabbit_node(
+    workdir: Path, name: str, cookie: str, epmd_port: int | None = None, consumer_timeout: int = TEST_CONSUMER_TIMEOUT
+) -> RabbitNode:
     """Return a RabbitMQ node on free loopback ports with its files written (not started)."""
     node = RabbitNode(
         workdir=workdir,
@@ -425,17 +427,21 @@ def rabbit_node(workdir: Path, name: str, cookie: str, epmd_port: int | None = N
         dist_port=free_port(),
         management_port=free_port(),
         epmd_port=epmd_port or free_port(),
-        consumer_timeout_ms=TEST_CONSUMER_TIMEOUT * 1000,
+        consumer_timeout_ms=consumer_timeout * 1000,
     )
     node.write_files(cookie)
     return node
 
 
 @contextlib.contextmanager
-def rabbitmq_server(workdir: Path) -> Iterator[RabbitNode]:
-    """Run one ``rabbitmq-server`` node on free loopback ports with its own data dir and cookie; yield it."""
+def rabbitmq_server(workdir: Path, consumer_timeout: int = TEST_CONSUMER_TIMEOUT) -> Iterator[RabbitNode]:
+    """Run one ``rabbitmq-server`` node on free loopback ports with its own data dir and cookie; yield it.
+
+    ``consumer_timeout`` (seconds) goes to its rabbitmq.conf, as a deployment's must (README.md).
+    """
     _rabbitmq_script("rabbitmq-server")
-    node = rabbit_node(workdir, f"test-{os.getpid()}", f"cookie{os.getpid()}{time.time_ns()}")
+    cookie = f"cookie{os.getpid()}{time.time_ns()}"
+    node = rabbit_node(workdir, f"test-{os.getpid()}", cookie, consumer_timeout=consumer_timeout)
     node.start()
     try:
         node.wait_ready()
