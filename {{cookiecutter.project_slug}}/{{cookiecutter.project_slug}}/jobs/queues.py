@@ -117,7 +117,8 @@ def management_url(broker_url: str, configured: str = "") -> str:
     """Return the management API's base URL: ``configured``, or the broker's host and user on port 15672."""
     if configured:
         return configured.rstrip("/") + "/"
-    parts = urllib.parse.urlsplit(broker_url)
+    # A cluster's URL lists every node (`amqp://a//;amqp://b//`): the first node's API speaks for the cluster.
+    parts = urllib.parse.urlsplit(broker_url.split(";", 1)[0])
     scheme = "https" if parts.scheme == "amqps" else "http"
     user = f"{parts.username or 'guest'}:{parts.password or 'guest'}@"
     return f"{scheme}://{user}{parts.hostname or 'localhost'}:{MANAGEMENT_PORT}/"
