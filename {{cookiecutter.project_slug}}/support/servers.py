@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import IO
 
@@ -513,9 +514,10 @@ def redis_sentinel_group(workdir: Path) -> Iterator[SentinelGroup]:
             )
         )
         started.append(Process([sentinel, str(config)], workdir / "sentinel.log").start())
-        for port in ports.values():
-            wait_until(lambda port=port: port_open(port), 20, f"redis on port {port} to listen")
-        group = SentinelGroup(*started, ports["master"], ports["replica"], ports["sentinel"])
+        for role, port in ports.items():
+            wait_until(partial(port_open, port), 20, f"the {role} on port {port} to listen")
+        master, replica, watcher = started
+        group = SentinelGroup(master, replica, watcher, ports["master"], ports["replica"], ports["sentinel"])
         wait_until(lambda: group.current_master_port() == ports["master"], 20, "the Sentinel to know the master")
         yield group
     finally:

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.conf import settings
@@ -112,7 +113,10 @@ def test_visibility_timeout_below_a_lease_is_an_error():
 
 
 def test_rabbitmq_consumer_timeout_below_the_longest_lease_plus_margin_is_an_error():
-    amqp = {"broker_url": "amqp://guest:guest@127.0.0.1:5672//", "broker_options": {"confirm_publish": True}}
+    amqp: dict[str, Any] = {
+        "broker_url": "amqp://guest:guest@127.0.0.1:5672//",
+        "broker_options": {"confirm_publish": True},
+    }
     needed = pools.consumer_timeout()
     assert needed > pools.REPORTS.lease_seconds > pools.RABBITMQ_DEFAULT_CONSUMER_TIMEOUT
     assert timing_ids(**amqp, consumer_timeout=needed) == []
@@ -281,7 +285,6 @@ def test_manage_py_check_fails_on_a_task_module_that_does_not_import(tmp_path):
 
 def test_kombu_restore_lock_expires_after_a_few_restore_passes_not_five_minutes(redis_url):
     # A worker SIGKILLed while restoring overdue messages leaves kombu's lock behind: nobody restores until it expires.
-    from typing import Any
 
     from kombu import Connection
 
