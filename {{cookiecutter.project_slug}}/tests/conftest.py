@@ -18,7 +18,7 @@ from django.db import connection
 from {{ cookiecutter.project_slug }}.core.celery_internals import forget_connections
 from {{ cookiecutter.project_slug }}.worker import heartbeat
 from {{ cookiecutter.project_slug }}.worker.app import app as celery_app
-from {{ cookiecutter.project_slug }}.worker.queues import broker_transport_options, dead_letter_queue, is_amqp, kombu_queues, pools_in_force
+from {{ cookiecutter.project_slug }}.worker.queues import broker_transport_options, is_amqp, kombu_queues, pools_in_force
 
 from support.servers import (
     PACKAGE,
@@ -168,9 +168,11 @@ def clean_broker(broker: str, redis_url: str) -> str:
         with celery_app.connection_for_write() as connection:
             channel = connection.default_channel
             for pool in pools_in_force():
-                for queue in (*kombu_queues([pool], broker), dead_letter_queue(pool)):
+                for queue in kombu_queues([pool], broker):
                     queue.bind(channel).declare()
                     queue.bind(channel).purge()
+                # Gone, not emptied: the pool's workers must declare it themselves (worker/deadletters.py).
+                channel.queue_delete(pool.dead_letter_queue)
     return broker
 
 

@@ -51,11 +51,14 @@ def test_a_plain_task_that_kills_its_worker_is_dead_lettered_after_max_attempts_
 def test_countdown_waits_in_the_broker_not_in_the_worker(start_worker, clean_broker):
     worker = start_worker("default")
     sent = time.monotonic()
-    EFFECT_TASKS["default"].apply_async(("delayed", 0.0), countdown=4)
+    result = EFFECT_TASKS["default"].apply_async(("delayed", 0.0), countdown=4)
     time.sleep(1.5)
-    depths = queue_depths()
-    # Native delayed delivery: the message sits in RabbitMQ's celery_delayed_* queues, not reserved by the worker.
-    assert (depths["queues"]["default"], depths["unacked"]["default"]) == (0, 0)
+    # Native delayed delivery: the message waits in RabbitMQ's delay queue for 4 s (binary 100: level 2),
+    # not reserved by the worker, which has not even received it.
+    with celery_app.connection_for_read() as connection:
+        waiting = connection.default_channel.queue_declare(queue="celery_delayed_2", passive=True).message_count
+    assert waiting == 1
+    assert f"[{result.id}] received" not in worker.log()
     assert count("started:delayed") == 0
     wait_until(lambda: count("started:delayed") == 1, 30, "the delayed task to run")
     took = time.monotonic() - sent
