@@ -166,7 +166,7 @@ def clean_broker(broker: str, redis_url: str) -> str:
     redis.Redis.from_url(redis_url).flushdb()
     if is_amqp(broker):
         with celery_app.connection_for_write() as connection:
-            channel = connection.default_channel
+            channel: Any = connection.default_channel
             for pool in pools_in_force():
                 for queue in kombu_queues([pool], broker):
                     queue.bind(channel).declare()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 from django.conf import settings
@@ -56,7 +57,8 @@ def test_countdown_waits_in_the_broker_not_in_the_worker(start_worker, clean_bro
     # Native delayed delivery: the message waits in RabbitMQ's delay queue for 4 s (binary 100: level 2),
     # not reserved by the worker, which has not even received it.
     with celery_app.connection_for_read() as connection:
-        waiting = connection.default_channel.queue_declare(queue="celery_delayed_2", passive=True).message_count
+        channel: Any = connection.default_channel
+        waiting = channel.queue_declare(queue="celery_delayed_2", passive=True).message_count
     assert waiting == 1
     assert f"[{result.id}] received" not in worker.log()
     assert count("started:delayed") == 0
