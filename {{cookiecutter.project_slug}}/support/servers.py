@@ -480,6 +480,23 @@ class SentinelGroup:
             return None
         return int(found[1]) if found else None
 
+    def knows_the_replica(self) -> bool:
+        """Return whether the Sentinel lists the replica as a healthy one (it learns replicas from the master)."""
+        import redis
+
+        client = redis.Redis(port=self.sentinel_port, socket_timeout=2, decode_responses=True)
+        try:
+            replicas = client.sentinel_slaves(self.master_name)
+        except redis.RedisError:
+            return False
+        return any(
+            int(r.get("port", 0)) == self.replica_port
+            and r.get("master-link-status") == "ok"
+            and r.get("is_slave")
+            and not r.get("is_sdown")
+            for r in replicas
+        )
+
 
 @contextlib.contextmanager
 def redis_sentinel_group(workdir: Path) -> Iterator[SentinelGroup]:
@@ -519,6 +536,8 @@ def redis_sentinel_group(workdir: Path) -> Iterator[SentinelGroup]:
         master, replica, watcher = started
         group = SentinelGroup(master, replica, watcher, ports["master"], ports["replica"], ports["sentinel"])
         wait_until(lambda: group.current_master_port() == ports["master"], 20, "the Sentinel to know the master")
+        # Sentinel asks the master for its replicas every 10 s: until it has, a failover finds no replica.
+        wait_until(group.knows_the_replica, 30, "the Sentinel to know the replica", interval=0.5)
         yield group
     finally:
         for proc in started:
