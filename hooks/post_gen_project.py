@@ -30,6 +30,7 @@ def write_env() -> None:
         "FLOWER_PASSWORD": token(32),
         "MINIO_ROOT_USER": "minio" + token(8).lower(),
         "MINIO_ROOT_PASSWORD": token(32),
+        "QUEUE_METRICS_TOKEN": token(32),
     }
     lines = []
     for line in (PROJECT / ".env.example").read_text().splitlines():

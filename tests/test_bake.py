@@ -16,7 +16,7 @@ from .conftest import COMBINATIONS, TEMPLATE, bake_into, project_env, run
 
 #: Folders a bake or a test run creates that are not generated files.
 NOT_GENERATED = {".venv", "run", ".pytest_cache", ".ruff_cache", "__pycache__"}
-SECRETS = ("DJANGO_SECRET_KEY", "FLOWER_PASSWORD")
+SECRETS = ("DJANGO_SECRET_KEY", "FLOWER_PASSWORD", "QUEUE_METRICS_TOKEN")
 
 
 def generated_files(project: Path) -> list[Path]:

@@ -16,7 +16,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from support.servers import PACKAGE, PROJECT_DIR, Process, postgres_server, redis_server, wait_until
+from {{ cookiecutter.project_slug }} import pools
+
+from support.servers import (
+    PACKAGE,
+    PROJECT_DIR,
+    Process,
+    postgres_server,
+    rabbitmq_server,
+    redis_server,
+    wait_until,
+)
 
 BENCH_SETTINGS = "bench.settings"
 
@@ -70,16 +80,39 @@ class Stack:
         proc.stop()
 
 
+#: What ``stack(broker=...)`` can start as the broker.
+BROKERS = ("redis", "rabbitmq")
+
+
 @contextlib.contextmanager
-def stack() -> Iterator[Stack]:
-    """Start Redis and PostgreSQL on loopback, migrate, and point this process at them."""
+def stack(broker: str = "redis") -> Iterator[Stack]:
+    """Start Redis, PostgreSQL (and RabbitMQ as the broker) on loopback, migrate, and point this process at them.
+
+    With RabbitMQ, Redis keeps the results and the benchmark's completion counter, as the README advises.
+    """
+    if broker not in BROKERS:
+        raise ValueError(f"Unknown broker {broker!r}; choose one of {', '.join(BROKERS)}.")
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
-    with redis_server(workdir / "redis") as redis_url, postgres_server(Path(tempfile.mkdtemp(prefix="pg-"))) as db:
+    with contextlib.ExitStack() as services:
+        redis_url = services.enter_context(redis_server(workdir / "redis"))
+        db = services.enter_context(postgres_server(Path(tempfile.mkdtemp(prefix="pg-"))))
+        broker_env = {"CELERY_BROKER_URL": redis_url}
+        if broker == "rabbitmq":
+            # The benchmark runs the registry's own limits: the server needs the consumer timeout they derive.
+            timeout = pools.consumer_timeout()
+            node = services.enter_context(rabbitmq_server(workdir / "rabbitmq", consumer_timeout=timeout))
+            broker_env = {
+                "CELERY_BROKER_URL": node.url,
+                "CELERY_RESULT_BACKEND": redis_url,
+                "RABBITMQ_CONSUMER_TIMEOUT": str(timeout),
+                "RABBITMQ_MANAGEMENT_URL": node.management_url,
+            }
         env = {
             **os.environ,
             "DJANGO_SETTINGS_MODULE": BENCH_SETTINGS,
             "DATABASE_URL": db,
-            "CELERY_BROKER_URL": redis_url,
+            **broker_env,
+            "BENCH_REDIS_URL": redis_url,
             "RUN_DIR": str(workdir / "run"),
             "PYTHONUNBUFFERED": "1",
         }
@@ -87,7 +120,7 @@ def stack() -> Iterator[Stack]:
             [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=PROJECT_DIR, env=env, check=True
         )
         os.environ.update(
-            {k: env[k] for k in ("DJANGO_SETTINGS_MODULE", "DATABASE_URL", "CELERY_BROKER_URL", "RUN_DIR")}
+            {k: env[k] for k in ("DJANGO_SETTINGS_MODULE", "DATABASE_URL", "RUN_DIR", "BENCH_REDIS_URL", *broker_env)}
         )
         import django
 
@@ -120,6 +153,7 @@ def machine() -> dict[str, Any]:
     import django
 
     redis_version = subprocess.run(["redis-server", "--version"], capture_output=True, text=True, check=False).stdout
+    rabbitmq = subprocess.run(["dpkg-query", "-W", "rabbitmq-server"], capture_output=True, text=True, check=False)
     return {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "cpu": f"{os.cpu_count()} cores, {platform.machine()}",
@@ -129,4 +163,5 @@ def machine() -> dict[str, Any]:
         # kombu-stubs declares no __version__; the installed distribution's version is the same string.
         "kombu": importlib.metadata.version("kombu"),
         "redis": redis_version.split()[2].removeprefix("v=") if redis_version else "?",
+        "rabbitmq": rabbitmq.stdout.split()[-1] if rabbitmq.returncode == 0 else "?",
     }

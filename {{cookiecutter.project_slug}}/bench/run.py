@@ -2,6 +2,7 @@
 
 uv run python -m bench.run                     # every scenario, full size
 uv run python -m bench.run --only throughput --count 500 --repeats 1
+uv run python -m bench.run --broker rabbitmq --only throughput --only enqueue --append   # RabbitMQ, same report
 """
 
 from __future__ import annotations
@@ -70,11 +71,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--backlog", type=int, default=10_000, help="queued idempotent tasks for republish")
     parser.add_argument("--out", type=Path, default=Path("bench/results.md"))
+    parser.add_argument("--broker", choices=harness.BROKERS, default="redis", help="the broker the stack runs on")
+    parser.add_argument("--append", action="store_true", help="add this run's sections to the report in --out")
     args = parser.parse_args(argv)
 
     started = time.monotonic()
     results: dict[str, Any] = {}
-    with harness.stack() as stack:
+    with harness.stack(args.broker) as stack:
         runners = _runners(args)
         for name in args.only or SCENARIOS:
             if name not in runners:
@@ -82,16 +85,21 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             print(f"running {name} ...", flush=True)
             began = time.monotonic()
-            results[name] = runners[name](stack)
-            results[name]["scenario seconds"] = time.monotonic() - began
-            print(json.dumps(results[name], indent=2, default=str), flush=True)
+            title = name if args.broker == "redis" else f"{name} on {args.broker}"
+            results[title] = runners[name](stack)
+            results[title]["scenario seconds"] = time.monotonic() - began
+            print(json.dumps(results[title], indent=2, default=str), flush=True)
         meta = harness.machine()
+    meta["broker"] = args.broker
     meta["parameters"] = (
         f"count={args.count}, latency-count={args.latency_count}, payloads={args.payload_tasks}x{args.payload_mb} MB, "
         f"streams={args.streams}, repeats={args.repeats}"
     )
     report = render(meta, results, time.monotonic() - started)
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    if args.append and args.out.exists():
+        # The second run's machine lines and sections follow the first's under a heading of their own.
+        report = args.out.read_text() + "\n" + report.replace("# Benchmark results", f"# On {args.broker}", 1)
     args.out.write_text(report)
     print(f"wrote {args.out}")
     return 0

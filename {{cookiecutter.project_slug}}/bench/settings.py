@@ -7,6 +7,10 @@ user without this template would run.
 import os
 
 from {{ cookiecutter.project_slug }}.config.settings.local import *  # noqa: F403
+from {{ cookiecutter.project_slug }}.config.settings.local import CELERY_BROKER_URL
+
+#: The Redis the benchmark tasks count completions in: the broker, or the results' Redis when RabbitMQ brokers.
+BENCH_REDIS_URL = os.environ.get("BENCH_REDIS_URL", CELERY_BROKER_URL)
 
 DEBUG = False
 CELERY_IMPORTS = ("bench.tasks",)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import time
 from typing import Any
 
@@ -22,7 +23,8 @@ DONE_KEY = "bench:done"
 
 @functools.cache
 def _redis() -> redis.Redis:
-    return redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    # The harness sets it: the broker's Redis, or the results' Redis when RabbitMQ is the broker.
+    return redis.Redis.from_url(os.environ.get("BENCH_REDIS_URL", settings.CELERY_BROKER_URL))
 
 
 def _sleep(seconds: float) -> None:

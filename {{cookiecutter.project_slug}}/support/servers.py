@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import IO
 
@@ -286,3 +287,281 @@ def s3_server(workdir: Path) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         proc.stop()
+
+
+#: Where Debian's package keeps RabbitMQ's own scripts (``/usr/sbin/rabbitmq-server`` switches to the
+#: ``rabbitmq`` user and its system data dir; the tests run a node of their own instead).
+RABBITMQ_DIRS = ("/usr/lib/rabbitmq/bin",)
+
+
+@dataclass
+class RabbitNode:
+    """One RabbitMQ node on loopback: its own node name, ports, data dir, cookie and configuration."""
+
+    workdir: Path
+    name: str
+    amqp_port: int
+    dist_port: int
+    management_port: int
+    epmd_port: int
+    consumer_timeout_ms: int
+    process: Process | None = None
+
+    @property
+    def nodename(self) -> str:
+        return f"{self.name}@localhost"
+
+    @property
+    def url(self) -> str:
+        return f"amqp://guest:guest@127.0.0.1:{self.amqp_port}//"
+
+    @property
+    def management_url(self) -> str:
+        return f"http://guest:guest@127.0.0.1:{self.management_port}/"
+
+    def env(self) -> dict[str, str]:
+        """Return the environment RabbitMQ's scripts (server and rabbitmqctl) need for this node."""
+        home = self.workdir / "home"
+        return {
+            **os.environ,
+            # The Erlang cookie lives in HOME: a private one keeps the node apart from any other on the machine.
+            "HOME": str(home),
+            "RABBITMQ_NODENAME": self.nodename,
+            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+            "RABBITMQ_NODE_PORT": str(self.amqp_port),
+            "RABBITMQ_DIST_PORT": str(self.dist_port),
+            "RABBITMQ_MNESIA_BASE": str(self.workdir / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(self.workdir / "log"),
+            "RABBITMQ_PID_FILE": str(self.workdir / "rabbit.pid"),
+            "RABBITMQ_CONFIG_FILE": str(self.workdir / "rabbitmq.conf"),
+            "RABBITMQ_ADVANCED_CONFIG_FILE": str(self.workdir / "advanced.config"),
+            "RABBITMQ_CONF_ENV_FILE": str(self.workdir / "rabbitmq-env.conf"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.workdir / "enabled_plugins"),
+            # A port mapper of the tests' own: stopping it cannot disturb a system RabbitMQ.
+            "ERL_EPMD_PORT": str(self.epmd_port),
+            "ERL_EPMD_ADDRESS": "127.0.0.1",
+        }
+
+    def write_files(self, cookie: str) -> None:
+        """Write the node's configuration, plugins list and Erlang cookie."""
+        home = self.workdir / "home"
+        home.mkdir(parents=True, exist_ok=True)
+        cookie_file = home / ".erlang.cookie"
+        cookie_file.write_text(cookie)
+        cookie_file.chmod(0o400)
+        (self.workdir / "rabbitmq.conf").write_text(
+            "\n".join(
+                [
+                    f"listeners.tcp.default = 127.0.0.1:{self.amqp_port}",
+                    "loopback_users = none",
+                    "management.tcp.ip = 127.0.0.1",
+                    # Queue counts in the management API refresh every half second, not every five.
+                    "collect_statistics_interval = 500",
+                    f"management.tcp.port = {self.management_port}",
+                    # The server closes the channel of a consumer holding a message longer than this (ms).
+                    f"consumer_timeout = {self.consumer_timeout_ms}",
+                    "disk_free_limit.absolute = 50MB",
+                    "log.console = false",
+                    "log.file.level = warning",
+                    "",
+                ]
+            )
+        )
+        # Quorum queues report their counts to the management API on every tick (5 s by default).
+        (self.workdir / "advanced.config").write_text("[{rabbit, [{quorum_tick_interval, 500}]}].\n")
+        (self.workdir / "rabbitmq-env.conf").write_text("")
+        (self.workdir / "enabled_plugins").write_text("[rabbitmq_management].\n")
+
+    def start(self) -> RabbitNode:
+        """Start the node (its data dir is kept across restarts); :meth:`wait_ready` waits for it."""
+        self.process = Process([_rabbitmq_script("rabbitmq-server")], self.workdir / "server.log", env=self.env())
+        self.process.start()
+        return self
+
+    def wait_ready(self, timeout: float = 90) -> None:
+        """Wait until the node accepts AMQP connections, or raise with its log."""
+        proc = self.process
+        assert proc is not None
+        wait_until(lambda: port_open(self.amqp_port) or not proc.alive(), timeout, f"RabbitMQ {self.name} to listen")
+        if not proc.alive():
+            raise ServiceUnavailableError(f"rabbitmq-server {self.name} exited: {proc.log()[-3000:]}")
+
+    def ctl(self, *args: str, timeout: float = 60) -> str:
+        """Run ``rabbitmqctl`` against this node and return its output."""
+        argv = [_rabbitmq_script("rabbitmqctl"), "-n", self.nodename, *args]
+        done = subprocess.run(argv, env=self.env(), capture_output=True, text=True, timeout=timeout, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"rabbitmqctl {' '.join(args)} failed: {done.stdout}{done.stderr}")
+        return done.stdout
+
+    def stop(self) -> None:
+        """Stop the node (SIGTERM to its process group, SIGKILL after 20 s)."""
+        if self.process is not None:
+            self.process.stop(timeout=20)
+
+    def stop_port_mapper(self) -> None:
+        """Stop the Erlang port mapper the node started on its private port (it outlives the node)."""
+        epmd = find_binary("epmd", ("/usr/lib/erlang/erts-*/bin",))
+        if epmd:
+            subprocess.run([epmd, "-port", str(self.epmd_port), "-kill"], capture_output=True, check=False, timeout=10)
+
+
+def _rabbitmq_script(name: str) -> str:
+    path = Path(RABBITMQ_DIRS[0]) / name
+    if not path.exists():
+        raise ServiceUnavailableError(f"{name} is not installed (apt-get install rabbitmq-server)")
+    return str(path)
+
+
+#: What the harness's RabbitMQ sets ``consumer_timeout`` to, in seconds: above the test pools' leases.
+TEST_CONSUMER_TIMEOUT = 60
+
+
+def rabbit_node(
+    workdir: Path, name: str, cookie: str, epmd_port: int | None = None, consumer_timeout: int = TEST_CONSUMER_TIMEOUT
+) -> RabbitNode:
+    """Return a RabbitMQ node on free loopback ports with its files written (not started)."""
+    node = RabbitNode(
+        workdir=workdir,
+        name=name,
+        amqp_port=free_port(),
+        dist_port=free_port(),
+        management_port=free_port(),
+        epmd_port=epmd_port or free_port(),
+        consumer_timeout_ms=consumer_timeout * 1000,
+    )
+    node.write_files(cookie)
+    return node
+
+
+@contextlib.contextmanager
+def rabbitmq_server(workdir: Path, consumer_timeout: int = TEST_CONSUMER_TIMEOUT) -> Iterator[RabbitNode]:
+    """Run one ``rabbitmq-server`` node on free loopback ports with its own data dir and cookie; yield it.
+
+    ``consumer_timeout`` (seconds) goes to its rabbitmq.conf, as a deployment's must (README.md).
+    """
+    _rabbitmq_script("rabbitmq-server")
+    cookie = f"cookie{os.getpid()}{time.time_ns()}"
+    node = rabbit_node(workdir, f"test-{os.getpid()}", cookie, consumer_timeout=consumer_timeout)
+    node.start()
+    try:
+        node.wait_ready()
+        yield node
+    finally:
+        node.stop()
+        node.stop_port_mapper()
+
+
+@dataclass
+class SentinelGroup:
+    """A Redis master, its replica and one Sentinel watching them, each on a free loopback port."""
+
+    master: Process
+    replica: Process
+    sentinel: Process
+    master_port: int
+    replica_port: int
+    sentinel_port: int
+    master_name: str = "mymaster"
+
+    @property
+    def url(self) -> str:
+        """Return the ``sentinel://`` URL kombu and Celery take for the broker and the result backend."""
+        return f"sentinel://127.0.0.1:{self.sentinel_port}/0"
+
+    def current_master_port(self) -> int | None:
+        """Return the port of the server the Sentinel names as master now."""
+        import redis
+
+        client = redis.Redis(port=self.sentinel_port, socket_timeout=2)
+        try:
+            found = client.execute_command("SENTINEL", "get-master-addr-by-name", self.master_name)
+        except redis.RedisError:
+            return None
+        return int(found[1]) if found else None
+
+    def knows_the_replica(self) -> bool:
+        """Return whether the Sentinel lists the replica as a healthy one (it learns replicas from the master)."""
+        import redis
+
+        client = redis.Redis(port=self.sentinel_port, socket_timeout=2, decode_responses=True)
+        try:
+            replicas = client.sentinel_slaves(self.master_name)
+        except redis.RedisError:
+            return False
+        return any(
+            int(r.get("port", 0)) == self.replica_port
+            and r.get("master-link-status") == "ok"
+            and r.get("is_slave")
+            and not r.get("is_sdown")
+            for r in replicas
+        )
+
+
+@contextlib.contextmanager
+def redis_sentinel_group(workdir: Path) -> Iterator[SentinelGroup]:
+    """Run a Redis master, a replica of it and a Sentinel that fails over within seconds; yield them."""
+    server, sentinel = find_binary("redis-server"), find_binary("redis-sentinel")
+    if server is None or sentinel is None:
+        raise ServiceUnavailableError("redis-server and redis-sentinel are needed (apt-get install redis-sentinel)")
+    workdir.mkdir(parents=True, exist_ok=True)
+    ports = {"master": free_port(), "replica": free_port(), "sentinel": free_port()}
+    common = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    started: list[Process] = []
+    try:
+        for role in ("master", "replica"):
+            (workdir / role).mkdir(exist_ok=True)
+            argv = [server, "--port", str(ports[role]), *common, "--dir", str(workdir / role)]
+            if role == "replica":
+                argv += ["--replicaof", "127.0.0.1", str(ports["master"])]
+            started.append(Process(argv, workdir / f"{role}.log").start())
+        # Sentinel rewrites its configuration file as it learns the group: it must be a writable file of its own.
+        config = workdir / "sentinel.conf"
+        config.write_text(
+            "\n".join(
+                [
+                    f"port {ports['sentinel']}",
+                    "bind 127.0.0.1",
+                    f"dir {workdir}",
+                    f"sentinel monitor mymaster 127.0.0.1 {ports['master']} 1",
+                    "sentinel down-after-milliseconds mymaster 1000",
+                    "sentinel failover-timeout mymaster 5000",
+                    "",
+                ]
+            )
+        )
+        started.append(Process([sentinel, str(config)], workdir / "sentinel.log").start())
+        for role, port in ports.items():
+            wait_until(partial(port_open, port), 20, f"the {role} on port {port} to listen")
+        master, replica, watcher = started
+        group = SentinelGroup(master, replica, watcher, ports["master"], ports["replica"], ports["sentinel"])
+        wait_until(lambda: group.current_master_port() == ports["master"], 20, "the Sentinel to know the master")
+        # Sentinel asks the master for its replicas every 10 s: until it has, a failover finds no replica.
+        wait_until(group.knows_the_replica, 30, "the Sentinel to know the replica", interval=0.5)
+        yield group
+    finally:
+        for proc in started:
+            proc.stop()
+
+
+@contextlib.contextmanager
+def rabbitmq_cluster(workdir: Path, size: int = 3) -> Iterator[list[RabbitNode]]:
+    """Run ``size`` RabbitMQ nodes on loopback that form one cluster (one cookie, one port mapper); yield them."""
+    _rabbitmq_script("rabbitmq-server")
+    cookie = f"cluster{os.getpid()}{time.time_ns()}"
+    epmd_port = free_port()
+    nodes = [rabbit_node(workdir / f"node{i}", f"c{i}-{os.getpid()}", cookie, epmd_port) for i in range(size)]
+    try:
+        for node in nodes:  # started together: on two cores the boots overlap instead of adding up
+            node.start()
+        for node in nodes:
+            node.wait_ready()
+        for node in nodes[1:]:
+            node.ctl("stop_app")
+            node.ctl("join_cluster", nodes[0].nodename)
+            node.ctl("start_app")
+        yield nodes
+    finally:
+        for node in nodes:
+            node.stop()
+        nodes[0].stop_port_mapper()

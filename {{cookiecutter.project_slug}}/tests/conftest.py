@@ -18,14 +18,17 @@ from django.db import connection
 from {{ cookiecutter.project_slug }}.core.celery_internals import forget_connections
 from {{ cookiecutter.project_slug }}.worker import heartbeat
 from {{ cookiecutter.project_slug }}.worker.app import app as celery_app
-from {{ cookiecutter.project_slug }}.worker.queues import broker_transport_options
+from {{ cookiecutter.project_slug }}.worker.queues import broker_transport_options, is_amqp, kombu_queues, pools_in_force
 
 from support.servers import (
     PACKAGE,
+    TEST_CONSUMER_TIMEOUT,
     Process,
+    RabbitNode,
     ServiceUnavailableError,
     TcpProxy,
     postgres_server,
+    rabbitmq_server,
     redis_server,
     s3_server,
     unavailable,
@@ -103,31 +106,73 @@ def django_db_modify_db_settings(request: pytest.FixtureRequest) -> None:
 
 
 @pytest.fixture(scope="session")
-def broker(redis_url: str) -> Iterator[str]:
-    """Point this process's Celery app at real Redis and return the broker URL."""
+def rabbitmq(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitNode]:
+    """Return a real RabbitMQ node started here (its own data dir, node name, ports and cookie)."""
+    try:
+        with rabbitmq_server(tmp_path_factory.mktemp("rabbitmq")) as node:
+            yield node
+    except ServiceUnavailableError as exc:
+        unavailable(str(exc))
+
+
+#: The brokers a delivery test runs on: ``@pytest.mark.parametrize("broker", BROKERS, indirect=True)``.
+BROKERS = ("redis", "rabbitmq")
+
+
+@pytest.fixture(scope="session")
+def broker(request: pytest.FixtureRequest, redis_url: str) -> Iterator[str]:
+    """Point this process's Celery app at real Redis (or RabbitMQ, when parametrized) and return the broker URL.
+
+    Results stay in Redis on both, as the README advises: RabbitMQ keeps no results.
+    """
     from django.conf import settings
 
-    previous = (celery_app.conf.broker_url, celery_app.conf.result_backend)
-    # Item assignment is what attribute assignment does on Celery's settings, which celery-types makes read-only.
-    celery_app.conf["broker_url"] = celery_app.conf["result_backend"] = redis_url
-    celery_app.conf.broker_transport_options = broker_transport_options(
-        redis_url, settings.RUN_DIR, settings.WORKER_POOLS
-    )
+    kind = getattr(request, "param", "redis")
+    node: RabbitNode | None = request.getfixturevalue("rabbitmq") if kind == "rabbitmq" else None
+    url = node.url if node else redis_url
+    conf = celery_app.conf
+    previous = {key: conf[key] for key in ("broker_url", "result_backend", "broker_transport_options", "task_queues")}
+    previous_management = settings.RABBITMQ_MANAGEMENT_URL
+    settings.RABBITMQ_MANAGEMENT_URL = node.management_url if node else ""
+    _configure_broker(url, redis_url)
+    yield url
+    for key, value in previous.items():
+        conf[key] = value
+    settings.RABBITMQ_MANAGEMENT_URL = previous_management
     _forget_connections()
-    yield redis_url
-    celery_app.conf["broker_url"], celery_app.conf["result_backend"] = previous
+
+
+def _configure_broker(url: str, result_backend: str) -> None:
+    from django.conf import settings
+
+    conf = celery_app.conf
+    # Item assignment is what attribute assignment does on Celery's settings, which celery-types makes read-only.
+    conf["broker_url"], conf["result_backend"] = url, result_backend
+    conf["broker_transport_options"] = broker_transport_options(url, settings.RUN_DIR, settings.WORKER_POOLS)
+    conf["task_queues"] = kombu_queues(settings.WORKER_POOLS, url)
     _forget_connections()
 
 
 def _forget_connections() -> None:
-    """Drop the app's cached connection pools and result backend so the next use reads the new URLs."""
+    """Drop the app's cached connection pools, result backend and queues so the next use reads the new URLs."""
     forget_connections(celery_app)
+    for cached in ("queues", "router", "default_queue"):
+        vars(celery_app.amqp).pop(cached, None)
 
 
 @pytest.fixture
-def clean_broker(broker: str) -> str:
-    """Return the broker URL with every queue emptied."""
-    redis.Redis.from_url(broker).flushdb()
+def clean_broker(broker: str, redis_url: str) -> str:
+    """Return the broker URL with every queue emptied (and the results in Redis)."""
+    redis.Redis.from_url(redis_url).flushdb()
+    if is_amqp(broker):
+        with celery_app.connection_for_write() as connection:
+            channel: Any = connection.default_channel
+            for pool in pools_in_force():
+                for queue in kombu_queues([pool], broker):
+                    queue.bind(channel).declare()
+                    queue.bind(channel).purge()
+                # Gone, not emptied: the pool's workers must declare it themselves (worker/deadletters.py).
+                channel.queue_delete(pool.dead_letter_queue)
     return broker
 
 
@@ -149,11 +194,16 @@ def broker_relay(clean_broker: str) -> Iterator[TcpProxy]:
 @pytest.fixture
 def worker_env(clean_broker: str, transactional_db: None, tmp_path: Path) -> dict[str, str]:
     """Return the environment of a worker subprocess: same database, broker and run directory as the test."""
+    from django.conf import settings
+
     db = connection.settings_dict
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "COV_"))}
     env.update(
         DJANGO_SETTINGS_MODULE=f"{PACKAGE}.config.settings.test",
         CELERY_BROKER_URL=clean_broker,
+        CELERY_RESULT_BACKEND=celery_app.conf.result_backend,
+        RABBITMQ_CONSUMER_TIMEOUT=str(TEST_CONSUMER_TIMEOUT),
+        RABBITMQ_MANAGEMENT_URL=settings.RABBITMQ_MANAGEMENT_URL,
         RUN_DIR=str(tmp_path / "run"),
         PYTHONUNBUFFERED="1",
         # As in the Procfile, compose and Kubernetes: SIGTERM starts the soft shutdown (README.md).

@@ -46,6 +46,8 @@ ATOMIC_EFFECTS_MAX_TIME_LIMIT = 300
 #: Seconds between the end of the soft shutdown and the orchestrator's SIGKILL: the cold shutdown cancels
 #: the remaining tasks, requeues their messages and closes the broker connection in this time.
 GRACE_MARGIN = 10
+#: RabbitMQ's own ``consumer_timeout`` (milliseconds in ``rabbitmq.conf``) when nobody sets it: 30 minutes.
+RABBITMQ_DEFAULT_CONSUMER_TIMEOUT = 1800
 
 
 def margin(seconds: int, fraction: float) -> int:
@@ -99,6 +101,10 @@ class Pool:
     #: database writes happen once); ``None``: when ``time_limit`` is at most :data:`ATOMIC_EFFECTS_MAX_TIME_LIMIT`.
     #: A task overrides it with ``atomic_effects`` (``{{ cookiecutter.project_slug }}.idempotency.base.IdempotentTask``).
     atomic_effects: bool | None = None
+    #: Fewest and most worker replicas the autoscaler (KEDA, ``k8s/scaledobject-<pool>.yaml``) runs; 0 lets
+    #: an idle pool scale to nothing.
+    min_replicas: int = 1
+    max_replicas: int = 4
 
     def __post_init__(self) -> None:
         if not self.name.isidentifier() or self.name != self.name.lower():
@@ -114,6 +120,11 @@ class Pool:
             raise ValueError(f"Pool {self.name!r}: concurrency must be at least 1.")
         if self.prefetch_multiplier < 1 or self.max_attempts < 1:
             raise ValueError(f"Pool {self.name!r}: prefetch_multiplier and max_attempts must be at least 1.")
+        if not 0 <= self.min_replicas <= self.max_replicas or self.max_replicas < 1:
+            raise ValueError(
+                f"Pool {self.name!r}: replicas must satisfy 0 <= min_replicas ({self.min_replicas}) <= "
+                f"max_replicas ({self.max_replicas}) and max_replicas >= 1."
+            )
         if self.max_memory_per_child is not None:
             if self.pool != "prefork":
                 raise ValueError(
@@ -140,6 +151,28 @@ class Pool:
     def lease_seconds(self) -> int:
         """Return how long a claimed task may run before another worker may reclaim it."""
         return self.time_limit + margin(self.time_limit, LEASE_MARGIN)
+
+    @property
+    def dead_letter_queue(self) -> str:
+        """Return the name of the queue RabbitMQ moves this pool's messages to past their delivery limit."""
+        return f"{self.name}.dead"
+
+    @property
+    def delivery_limit(self) -> int:
+        """Return the quorum queue's ``x-delivery-limit``: redeliveries allowed after the first delivery.
+
+        RabbitMQ dead-letters a message returned more than this many times, so a message that kills its
+        worker every time is delivered :attr:`max_attempts` times in all, as the status row allows.
+        """
+        return self.max_attempts - 1
+
+    @property
+    def scale_target(self) -> int:
+        """Return the messages one replica holds at once (processes x prefetch): the autoscaler's target per replica.
+
+        A pool of one process per core is counted as two cores.
+        """
+        return (self.concurrency or 2) * self.prefetch_multiplier
 
     @property
     def runs_atomic_effects(self) -> bool:
@@ -172,6 +205,9 @@ DEFAULT = Pool(
     time_limit=60,
     max_tasks_per_child=1000,
     max_attempts=5,
+    # Every worker runs the recovery pass (idempotency/maintenance.py): the default pool never scales to zero.
+    min_replicas=1,
+    max_replicas=8,
 )
 IMAGES = Pool(
     name="images",
@@ -185,6 +221,8 @@ IMAGES = Pool(
     # A child that grew past 512 MiB (a huge image) is replaced after its task, before the OOM killer acts.
     max_memory_per_child=512 * 1024,
     max_attempts=3,
+    min_replicas=0,
+    max_replicas=4,
 )
 EMAILS = Pool(
     name="emails",
@@ -195,6 +233,8 @@ EMAILS = Pool(
     soft_time_limit=60,
     time_limit=90,
     max_attempts=8,
+    min_replicas=1,
+    max_replicas=4,
 )
 REPORTS = Pool(
     name="reports",
@@ -206,6 +246,8 @@ REPORTS = Pool(
     time_limit=1800,
     max_tasks_per_child=20,
     max_attempts=3,
+    min_replicas=0,
+    max_replicas=2,
 )
 
 #: Every pool; the first one is the default queue. Add a pool here and nowhere else.
@@ -258,6 +300,16 @@ def visibility_timeout(pools: Iterable[Pool] = POOLS) -> int:
     """Return the Redis visibility timeout: above every pool's lease, so no running task is redelivered."""
     longest = max(p.lease_seconds for p in pools)
     return longest + margin(longest, VISIBILITY_MARGIN)
+
+
+def consumer_timeout(pools: Iterable[Pool] = POOLS) -> int:
+    """Return the RabbitMQ ``consumer_timeout`` (seconds) the registry needs: the Redis visibility timeout's value.
+
+    RabbitMQ closes the channel of a consumer that holds a message unacknowledged longer than this and
+    redelivers the message, so it must outlast every pool's lease as the visibility timeout does; the
+    ``reports`` pool's 30-minute hard limit puts it above RabbitMQ's 30-minute default.
+    """
+    return visibility_timeout(pools)
 
 
 def restore_interval(pools: Iterable[Pool] = POOLS) -> int:

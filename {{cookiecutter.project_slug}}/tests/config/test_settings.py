@@ -34,6 +34,10 @@ READ_BY_SETTINGS = (
     "CLAIMCHECK_UPLOAD_MAX_BYTES",
     "JOBS_SSE_POLL_SECONDS",
     "AWS_S3_ENDPOINT_URL",
+    "RABBITMQ_CONSUMER_TIMEOUT",
+    "RABBITMQ_MANAGEMENT_URL",
+    "REDIS_SENTINEL_MASTER",
+    "QUEUE_METRICS_TOKEN",
 )
 
 
@@ -131,11 +135,16 @@ def test_production_refuses_sqlite_and_a_weak_secret_key(tmp_path):
         ("CELERY_BROKER_URL", "ftp://x", "redis://"),
         ("CELERY_BROKER_URL", "filesystem://", "redis://"),
         ("CELERY_RESULT_BACKEND", "garbage", "redis://"),
+        ("CELERY_BROKER_URL", "amqp://app:secret@rabbitmq:5672//", "with a RabbitMQ broker"),
+        ("RABBITMQ_CONSUMER_TIMEOUT", "30m", "whole number"),
         ("AWS_S3_ENDPOINT_URL", "s3.example.com", "https://"),
     ],
 )
 def test_production_refuses_a_bad_value_by_name(name, value, expected, tmp_path):
     env = {**production_env(tmp_path), name: value}
+    if value.startswith("amqp"):
+        # RabbitMQ keeps no results: without CELERY_RESULT_BACKEND they would go to a file in one pod.
+        name = "CELERY_RESULT_BACKEND"
     done = run_django(["manage.py", "check", "--deploy"], f"{PACKAGE}.config.settings.production", env)
     assert done.returncode != 0
     last = done.stderr.strip().splitlines()[-1]
@@ -166,6 +175,26 @@ def test_a_database_that_does_not_answer_fails_the_connection_after_the_timeout(
     error, seconds = done.stdout.split()
     assert error == "OperationalError"
     assert 1.5 <= float(seconds) < 60, seconds  # the subprocess itself gives up at 120 s
+
+
+@pytest.mark.parametrize(("timeout", "clean"), [("2376", True), ("1800", False)])
+def test_check_deploy_on_rabbitmq_compares_the_server_consumer_timeout(tmp_path, timeout, clean):
+    env = {
+        **production_env(tmp_path),
+        "CELERY_BROKER_URL": "amqp://app:secret@rabbitmq:5672//",
+        "CELERY_RESULT_BACKEND": "redis://127.0.0.1:6379/0",
+        "RABBITMQ_CONSUMER_TIMEOUT": timeout,
+    }
+    done = run_django(
+        ["manage.py", "check", "--deploy", "--fail-level", "WARNING"], f"{PACKAGE}.config.settings.production", env
+    )
+    if clean:
+        assert done.returncode == 0, done.stdout + done.stderr
+        return
+    assert done.returncode != 0
+    assert "delivery.E008" in done.stderr
+    assert "consumer_timeout (1800s, RABBITMQ_CONSUMER_TIMEOUT) must be at least 2376s" in done.stderr
+    assert "consumer_timeout = 2376000" in done.stderr  # the hint gives the rabbitmq.conf line
 
 
 def test_local_settings_refuse_a_bad_value_by_name(tmp_path):

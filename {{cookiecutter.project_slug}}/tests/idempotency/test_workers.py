@@ -25,6 +25,7 @@ from {{ cookiecutter.project_slug }}.idempotency.selectors import get_result
 from {{ cookiecutter.project_slug }}.worker.queues import pools_in_force
 
 from support.servers import TcpProxy, wait_until
+from tests.conftest import BROKERS
 from tests.effects.models import Effect
 from tests.tasks import idempotency as tasks
 
@@ -141,6 +142,7 @@ def test_calls_enqueued_while_the_broker_is_down_are_kept_and_published_later(br
     assert TaskRecord.objects.filter(key__startswith="broker-down").count() == 2
 
 
+@pytest.mark.parametrize("broker", BROKERS, indirect=True)
 def test_same_message_to_two_workers_at_once_has_one_effect(start_worker):
     first = start_ready(start_worker, "dup-a")
     second = start_ready(start_worker, "dup-b")

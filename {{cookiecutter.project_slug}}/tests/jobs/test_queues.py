@@ -1,4 +1,4 @@
-"""The queue-depth panel counts what waits in the broker itself: Redis lists, or the filesystem broker's files."""
+"""The queue panel counts what the broker itself holds: waiting, unacknowledged, dead-lettered, and owed in all."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ import redis
 from {{ cookiecutter.project_slug }} import pools
 from {{ cookiecutter.project_slug }}.jobs.queues import queue_depths
 from {{ cookiecutter.project_slug }}.worker.app import app as celery_app
-from {{ cookiecutter.project_slug }}.worker.queues import broker_transport_options, pools_in_force
+from {{ cookiecutter.project_slug }}.worker.queues import broker_transport_options, by_queue, kombu_queues, pools_in_force
 
-from tests.conftest import _forget_connections
+from support.servers import wait_until
+from tests.conftest import BROKERS, _forget_connections
 
 
 def publish(counts: dict[str, int]) -> None:
@@ -23,9 +24,14 @@ def publish(counts: dict[str, int]) -> None:
 
 
 def test_depths_on_redis_are_the_queue_lists(clean_broker):
+    zero = dict.fromkeys(pools.queue_names(pools_in_force()), 0)
+    none = dict.fromkeys(zero)
     assert queue_depths() == {
         "transport": "redis",
-        "queues": dict.fromkeys(pools.queue_names(pools_in_force()), 0),
+        "queues": zero,
+        "unacked": zero,
+        "dead": none,
+        "owed": zero,
         "error": None,
     }
     publish({"images": 3, "reports": 1})
@@ -33,6 +39,39 @@ def test_depths_on_redis_are_the_queue_lists(clean_broker):
     assert depths["queues"] == {"default": 0, "images": 3, "emails": 0, "reports": 1}
     client = redis.Redis.from_url(clean_broker)
     assert client.llen("images") == 3
+
+
+@pytest.mark.parametrize("broker", BROKERS, indirect=True)
+def test_owed_counts_the_messages_a_worker_reserved_not_only_the_waiting_ones(clean_broker):
+    publish({"images": 3, "reports": 1})
+    with celery_app.connection_for_read() as connection:
+        # As a worker's prefetch does: take one message without acknowledging it.
+        (queue,) = kombu_queues([by_queue("images")], clean_broker)
+        held = queue.bind(connection.default_channel).get(no_ack=False)
+        assert held is not None
+
+        def counted() -> bool:
+            depths = queue_depths()
+            return (depths["queues"]["images"], depths["unacked"]["images"]) == (2, 1)
+
+        # RabbitMQ's management API samples its counts: wait for them.
+        wait_until(counted, 15, "the reserved message to be counted")
+        depths = queue_depths()
+        assert depths["owed"] == {"default": 0, "images": 3, "emails": 0, "reports": 1}
+        assert depths["error"] is None
+        held.requeue()
+
+
+def test_the_owed_endpoint_answers_only_the_autoscaler_s_token(clean_broker, client, settings):
+    settings.QUEUE_METRICS_TOKEN = ""
+    assert client.get("/api/queues/owed").status_code == 404  # not configured: not there
+    settings.QUEUE_METRICS_TOKEN = "s3cret-token"
+    assert client.get("/api/queues/owed", headers={"Authorization": "Bearer wrong"}).status_code == 404
+    publish({"emails": 2})
+    response = client.get("/api/queues/owed", headers={"Authorization": "Bearer s3cret-token"})
+    assert response.status_code == 200
+    # KEDA's valueLocation owed.<pool> reads exactly this.
+    assert response.json() == {"owed": {"default": 0, "images": 0, "emails": 2, "reports": 0}, "error": None}
 
 
 @pytest.fixture
@@ -72,4 +111,4 @@ def test_unreachable_broker_is_reported_not_shown_as_empty(settings):
         conf["broker_url"], conf["broker_transport_options"] = previous
         _forget_connections()
     assert depths["error"]
-    assert set(depths["queues"].values()) == {None}
+    assert set(depths["queues"].values()) == set(depths["owed"].values()) == {None}

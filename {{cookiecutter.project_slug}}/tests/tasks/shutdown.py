@@ -111,3 +111,12 @@ def _widen_ready(**kwargs: Any) -> None:
     seconds = float(os.environ.get("TEST_SLOW_WORKER_READY", "0"))
     if seconds:
         signals.worker_ready.connect(lambda **_: time.sleep(seconds), weak=False)
+
+
+@shared_task(worker_pool=pools.DEFAULT)
+def poison_plain(name: str) -> str:
+    """Kill the process running this task every time, until the counter ``cure:<name>`` is set; no status row."""
+    bump(f"started:{name}")
+    if not count(f"cure:{name}"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return "cured"

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.conf import settings
@@ -109,6 +110,30 @@ def test_visibility_timeout_below_a_lease_is_an_error():
     assert [e.id for e in errors] == ["delivery.E003"]
     assert f"({pools.REPORTS.lease_seconds}s)" in errors[0].msg
     assert "'reports'" in errors[0].msg
+
+
+def test_rabbitmq_consumer_timeout_below_the_longest_lease_plus_margin_is_an_error():
+    amqp: dict[str, Any] = {
+        "broker_url": "amqp://guest:guest@127.0.0.1:5672//",
+        "broker_options": {"confirm_publish": True},
+    }
+    needed = pools.consumer_timeout()
+    assert needed > pools.REPORTS.lease_seconds > pools.RABBITMQ_DEFAULT_CONSUMER_TIMEOUT
+    assert timing_ids(**amqp, consumer_timeout=needed) == []
+    # RabbitMQ's own 30-minute default is below the reports pool's lease: the check says what to set.
+    errors = checks.timing_errors(
+        pools.POOLS,
+        **amqp,
+        result_backend=REDIS,
+        backend_options={},
+        soft_shutdown=pools.soft_shutdown_timeout(),
+        grace_periods={},
+        consumer_timeout=pools.RABBITMQ_DEFAULT_CONSUMER_TIMEOUT,
+    )
+    assert [e.id for e in errors] == ["delivery.E008"]
+    assert "the 'reports' pool's lease (2160s)" in errors[0].msg
+    assert f"consumer_timeout = {needed * 1000}" in (errors[0].hint or "")
+    assert timing_ids(consumer_timeout=1) == []  # a Redis broker has no consumer timeout to compare
 
 
 def test_result_backend_visibility_must_equal_the_brokers():
@@ -260,7 +285,6 @@ def test_manage_py_check_fails_on_a_task_module_that_does_not_import(tmp_path):
 
 def test_kombu_restore_lock_expires_after_a_few_restore_passes_not_five_minutes(redis_url):
     # A worker SIGKILLed while restoring overdue messages leaves kombu's lock behind: nobody restores until it expires.
-    from typing import Any
 
     from kombu import Connection
 

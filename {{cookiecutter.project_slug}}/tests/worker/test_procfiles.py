@@ -214,3 +214,135 @@ def test_rendered_yaml_has_no_anchors_and_parses_back():
     text = procfiles.render_compose()
     assert "&id" not in text, "compose.yaml uses YAML anchors"
     assert yaml.safe_load(text) == procfiles.compose_document()
+
+
+#: The Kubernetes release whose API schemas the manifests are checked against (bundled by kubernetes-validate).
+KUBERNETES_VERSION = "1.33.0"
+#: The fields KEDA documents for a ScaledObject (keda.sh/v1alpha1, its "ScaledObject specification"), as nested
+#: dicts; a list means "a list of these"; None means a value that is not checked further.
+SCALED_OBJECT_FIELDS: dict[str, Any] = {
+    "apiVersion": None,
+    "kind": None,
+    "metadata": None,
+    "spec": {
+        "scaleTargetRef": {"apiVersion": None, "kind": None, "name": None, "envSourceContainerName": None},
+        "pollingInterval": None,
+        "cooldownPeriod": None,
+        "initialCooldownPeriod": None,
+        "idleReplicaCount": None,
+        "minReplicaCount": None,
+        "maxReplicaCount": None,
+        "fallback": {"failureThreshold": None, "replicas": None, "behavior": None},
+        "advanced": {
+            "restoreToOriginalReplicaCount": None,
+            "horizontalPodAutoscalerConfig": {"name": None, "behavior": None},
+            "scalingModifiers": None,
+        },
+        "triggers": [
+            {
+                "type": None,
+                "name": None,
+                "metadata": None,
+                "metricType": None,
+                "useCachedMetrics": None,
+                "authenticationRef": {"name": None, "kind": None},
+            }
+        ],
+    },
+}
+#: The metadata the metrics-api scaler documents; KEDA reads every metadata value as a string.
+METRICS_API_METADATA = {
+    "url",
+    "format",
+    "valueLocation",
+    "targetValue",
+    "activationTargetValue",
+    "unsafeSsl",
+    "authMode",
+}
+
+
+def unknown_fields(value: Any, schema: Any, path: str = "") -> list[str]:
+    """Return the paths in ``value`` that ``schema`` (see :data:`SCALED_OBJECT_FIELDS`) does not document."""
+    if schema is None:
+        return []
+    if isinstance(schema, list):
+        return [p for i, item in enumerate(value) for p in unknown_fields(item, schema[0], f"{path}[{i}]")]
+    found = [f"{path}.{key}" for key in value if key not in schema]
+    for key in (k for k in value if k in schema):
+        found += unknown_fields(value[key], schema[key], f"{path}.{key}")
+    return found
+
+
+def test_kubernetes_manifests_pass_the_kubernetes_schemas_offline():
+    import kubernetes_validate
+
+    checked = 0
+    for documents in procfiles.kubernetes_documents().values():
+        for document in documents:
+            if document["apiVersion"].startswith(("keda.sh/", "kustomize.config.k8s.io/")):
+                continue  # not Kubernetes API objects: KEDA's are checked below
+            # Strict: a field the API does not know fails, as `kubectl apply --validate=strict` would.
+            kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
+            checked += 1
+    assert checked >= len(pools.POOLS) + 4
+    broken = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x"}, "spec": {"replica": 1}}
+    with pytest.raises(kubernetes_validate.ValidationError):  # the validator does reject what it should
+        kubernetes_validate.validate(broken, KUBERNETES_VERSION, strict=True)
+
+
+def test_each_pool_has_a_scaled_object_on_what_it_owes():
+    import kubernetes_validate
+
+    documents = procfiles.kubernetes_documents()
+    deployments = _deployments(documents)
+    (auth,) = documents["scaledobject-auth.yaml"]
+    assert auth["spec"]["secretTargetRef"] == [
+        {"parameter": "token", "name": f"{PACKAGE}-secrets", "key": "QUEUE_METRICS_TOKEN"}
+    ]
+    for pool in pools.POOLS:
+        (scaled,) = documents[f"scaledobject-{pool.name}.yaml"]
+        assert unknown_fields(scaled, SCALED_OBJECT_FIELDS) == []
+        spec = scaled["spec"]
+        deployment = deployments[spec["scaleTargetRef"]["name"]]
+        assert deployment["metadata"]["name"] == f"{PACKAGE}-worker-{pool.name}"
+        assert "replicas" not in deployment["spec"], "the Deployment's replicas would fight the autoscaler"
+        assert (spec["minReplicaCount"], spec["maxReplicaCount"]) == (pool.min_replicas, pool.max_replicas)
+        (trigger,) = spec["triggers"]
+        assert trigger["type"] == "metrics-api"
+        assert set(trigger["metadata"]) <= METRICS_API_METADATA
+        assert all(isinstance(v, str) for v in trigger["metadata"].values()), "KEDA metadata values are strings"
+        assert trigger["metadata"]["url"] == f"http://{PACKAGE}-web:{procfiles.WEB_PORT}/api/queues/owed"
+        assert trigger["metadata"]["valueLocation"] == f"owed.{pool.queue}"
+        assert trigger["authenticationRef"] == {"name": auth["metadata"]["name"]}
+        # Scale-down takes one pod per grace period, so a leaving pod is never killed before its soft shutdown ends.
+        behavior = spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
+        assert behavior["scaleDown"]["policies"] == [
+            {"type": "Pods", "value": 1, "periodSeconds": pools.stop_grace_period(pool)}
+        ]
+        assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > pool.soft_shutdown_timeout
+        hpa = {
+            "apiVersion": "autoscaling/v2",
+            "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": "check"},
+            "spec": {
+                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "check"},
+                "maxReplicas": spec["maxReplicaCount"],
+                "behavior": behavior,
+            },
+        }
+        kubernetes_validate.validate(hpa, KUBERNETES_VERSION, strict=True)  # KEDA hands it to an HPA as it is
+    misspelt: dict[str, Any] = {"spec": {"triggers": [{"metdata": {}}]}}
+    assert unknown_fields(misspelt, SCALED_OBJECT_FIELDS) == [".spec.triggers[0].metdata"]
+
+
+def test_every_generated_consumer_timeout_is_the_registry_s():
+    needed = pools.consumer_timeout()
+    assert needed > pools.RABBITMQ_DEFAULT_CONSUMER_TIMEOUT  # the reports pool's 30-minute limit needs more
+    (compose,) = read_yaml_documents(PROJECT_DIR / "compose.yaml")
+    rabbitmq = compose["services"]["rabbitmq"]["environment"]
+    assert rabbitmq["RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS"] == f"-rabbit consumer_timeout {needed * 1000}"
+    assert compose["services"]["worker-default"]["environment"]["RABBITMQ_CONSUMER_TIMEOUT"] == str(needed)
+    config, rabbitmq_conf = procfiles.kubernetes_documents()["config.yaml"]
+    assert config["data"]["RABBITMQ_CONSUMER_TIMEOUT"] == str(needed)
+    assert rabbitmq_conf["data"]["rabbitmq.conf"] == f"consumer_timeout = {needed * 1000}\n"

@@ -264,8 +264,10 @@ def _queue_is_empty(queue: str) -> bool:
     try:
         with current_app.connection_for_write() as connection:
             channel: Any = connection.default_channel
-            # Not passive: Redis has no key for an empty list, so a passive declare of an empty queue fails.
-            _name, count, _consumers = channel.queue_declare(queue=queue)
+            # Not passive on Redis: it has no key for an empty list, so a passive declare of an empty queue fails.
+            # Passive on RabbitMQ: a plain declare of a quorum queue without its arguments closes the channel.
+            passive = connection.transport.driver_type == "amqp"
+            _name, count, _consumers = channel.queue_declare(queue=queue, passive=passive)
     except Exception:  # broker down or queue not declared yet: no evidence either way
         return False
     return int(count) == 0

@@ -14,4 +14,6 @@ urlpatterns = [
     path("api/jobs/<str:job_id>/events", views.job_events, name="events"),
     path("api/jobs/<str:job_id>/cancel", views.job_cancel, name="cancel"),
     path("api/queues", views.queues, name="queues"),
+    path("api/queues/owed", views.queues_owed, name="queues-owed"),
+    path("api/queues/<str:queue>/requeue-dead", views.queue_requeue_dead, name="requeue-dead"),
 ]

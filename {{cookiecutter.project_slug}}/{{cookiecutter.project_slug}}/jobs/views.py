@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import json
 import time
 import uuid
@@ -17,7 +18,9 @@ from django.shortcuts import render
 from {{ cookiecutter.project_slug }}.core.http import (
     SIGN_IN,
     ApiError,
+    ForbiddenError,
     MethodNotAllowedError,
+    NotFoundError,
     NotSignedInError,
     error_response,
     json_api,
@@ -28,7 +31,7 @@ from . import kinds, selectors, services
 from .errors import UnknownJobError
 from .hub import hub
 from .models import Job
-from .queues import queue_depths
+from .queues import queue_depths, requeue_dead
 
 
 def parse_job_id(job_id: str) -> uuid.UUID:
@@ -88,8 +91,29 @@ def job_cancel(request: HttpRequest, job_id: str) -> HttpResponse:
 
 @json_api("GET")
 def queues(request: HttpRequest) -> HttpResponse:
-    """Return the messages waiting in each pool's queue."""
+    """Return per pool queue the messages waiting, unacknowledged, dead-lettered, and owed in all."""
     return JsonResponse(queue_depths())
+
+
+@json_api("GET", login=False)
+def queues_owed(request: HttpRequest) -> HttpResponse:
+    """Return what each pool owes (waiting + unacknowledged), for the autoscaler; bearer token only."""
+    token = settings.QUEUE_METRICS_TOKEN
+    offered = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+    if not token or not hmac.compare_digest(offered.encode(), token.encode()):
+        # The same answer with no token configured and a wrong one: nothing to probe for.
+        raise NotFoundError("Not found.")
+    depths = queue_depths()
+    status = 503 if depths["error"] or None in depths["owed"].values() else 200
+    return JsonResponse({"owed": depths["owed"], "error": depths["error"]}, status=status)
+
+
+@json_api("POST")
+def queue_requeue_dead(request: HttpRequest, queue: str) -> HttpResponse:
+    """Publish the dead-lettered messages of ``queue`` to it again (staff only) and return how many moved."""
+    if not request.user.is_staff:
+        raise ForbiddenError("Only staff may requeue dead-lettered messages.")
+    return JsonResponse({"queue": queue, "requeued": requeue_dead(queue)})
 
 
 async def job_events(request: HttpRequest, job_id: str) -> HttpResponseBase:

@@ -138,6 +138,8 @@ signals.import_modules.connect(_require_flower_authentication, sender=app, weak=
 
 app.autodiscover_tasks()
 app.steps["consumer"].add("{{ cookiecutter.project_slug }}.worker.heartbeat:Heartbeat")
+# On RabbitMQ only: the pool's dead-letter queue exists before a message can pass the delivery limit.
+app.steps["consumer"].add("{{ cookiecutter.project_slug }}.worker.deadletters:DeadLetterQueues")
 # Named by path: the idempotency app sits above the worker runtime and owns the liveness records it writes.
 app.steps["worker"].add("{{ cookiecutter.project_slug }}.idempotency.liveness:Liveness")
 app.steps["consumer"].add("{{ cookiecutter.project_slug }}.idempotency.refusals:NoteUndecodableMessages")

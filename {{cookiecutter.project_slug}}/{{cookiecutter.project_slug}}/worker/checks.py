@@ -10,7 +10,7 @@ from typing import Any
 from django.core.checks import CheckMessage, Error, Warning, register
 
 from {{ cookiecutter.project_slug }} import pools
-from {{ cookiecutter.project_slug }}.worker.queues import pools_in_force
+from {{ cookiecutter.project_slug }}.worker.queues import is_amqp, is_redis, pools_in_force
 
 #: The grace period Docker Compose gives a service without ``stop_grace_period``.
 COMPOSE_DEFAULT_GRACE = 10
@@ -26,7 +26,7 @@ HINT = f"Edit the pool registry ({pools.__name__}) and run `make procfiles`; do 
 
 
 def _is_redis(url: str) -> bool:
-    return url.startswith(("redis://", "rediss://"))
+    return is_redis(url)
 
 
 def timing_errors(
@@ -38,13 +38,15 @@ def timing_errors(
     backend_options: Mapping[str, Any],
     soft_shutdown: float,
     grace_periods: Mapping[str, Mapping[str, float]],
+    consumer_timeout: float = pools.RABBITMQ_DEFAULT_CONSUMER_TIMEOUT,
 ) -> list[CheckMessage]:
     """Return an error for every pair of numbers in the wrong order.
 
     Per pool: visibility timeout > lease > hard time limit > soft time limit. Every orchestrator grace
     period (``grace_periods``: file name -> pool name -> seconds) > that pool's soft shutdown timeout;
     ``soft_shutdown`` (the setting: a worker's until PoolWorker applies its pool's own) > 0. The broker's and the
-    result backend's visibility timeouts are equal when both are Redis.
+    result backend's visibility timeouts are equal when both are Redis. On RabbitMQ, the server's
+    ``consumer_timeout`` (``consumer_timeout``, seconds) > every lease plus margin, as the visibility timeout.
     """
     errors: list[CheckMessage] = []
     registry = tuple(registry)
@@ -75,6 +77,20 @@ def timing_errors(
                     f"({pool.lease_seconds}s), or Redis redelivers a task while it is still running.",
                     hint=f"Let {pools.__name__}.broker_transport_options() set CELERY_BROKER_TRANSPORT_OPTIONS.",
                     id="delivery.E003",
+                )
+            )
+    if is_amqp(broker_url):
+        needed = pools.consumer_timeout(registry)
+        if not consumer_timeout >= needed:
+            longest = max(registry, key=lambda p: p.lease_seconds)
+            errors.append(
+                Error(
+                    f"RabbitMQ's consumer_timeout ({consumer_timeout:g}s, RABBITMQ_CONSUMER_TIMEOUT) must be at least "
+                    f"{needed}s: the {longest.name!r} pool's lease ({longest.lease_seconds}s) plus margin, or RabbitMQ "
+                    "closes the worker's channel and redelivers a task while it is still running.",
+                    hint=f"Set `consumer_timeout = {needed * 1000}` (milliseconds) in the server's rabbitmq.conf "
+                    f"and RABBITMQ_CONSUMER_TIMEOUT={needed} in the environment (README.md, 'Choosing a broker').",
+                    id="delivery.E008",
                 )
             )
     if _is_redis(broker_url) and _is_redis(result_backend):
@@ -188,6 +204,7 @@ def check_delivery_settings(app_configs: Any = None, **kwargs: Any) -> list[Chec
         backend_options=getattr(settings, "CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS", {}) or {},
         soft_shutdown=float(getattr(settings, "CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT", 0) or 0),
         grace_periods=grace_periods,
+        consumer_timeout=float(getattr(settings, "RABBITMQ_CONSUMER_TIMEOUT", pools.RABBITMQ_DEFAULT_CONSUMER_TIMEOUT)),
     )
     return messages
 

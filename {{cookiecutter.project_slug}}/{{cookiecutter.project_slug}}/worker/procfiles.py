@@ -32,6 +32,16 @@ IMAGE = f"{PACKAGE}:latest"
 CONTAINER_RUN_DIR = "/app/run"
 #: Lists of scalars that fit in this many characters are written on one line: ``[CMD, redis-cli, ping]``.
 FLOW_LIST_WIDTH = 100
+#: The web service's port inside the cluster, where KEDA asks what each pool owes.
+WEB_PORT = 8000
+#: Seconds between two of KEDA's questions, and how long a pool stays idle before it scales to its minimum.
+KEDA_POLLING_INTERVAL = 15
+KEDA_COOLDOWN_PERIOD = 300
+
+
+def rabbitmq_conf(registry: tuple[pools.Pool, ...] = pools.POOLS) -> str:
+    """Return the ``rabbitmq.conf`` lines the registry needs: a consumer timeout above every lease."""
+    return f"consumer_timeout = {pools.consumer_timeout(registry) * 1000}\n"
 
 
 def worker_command(pool: pools.Pool) -> list[str]:
@@ -97,7 +107,11 @@ def compose_document(registry: tuple[pools.Pool, ...] = pools.POOLS) -> dict[str
     app_env = {
         "DJANGO_SETTINGS_MODULE": f"{PACKAGE}.config.settings.production",
         "DATABASE_URL": "postgres://app:app@postgres:5432/app",
-        "CELERY_BROKER_URL": "redis://redis:6379/0",
+        # Redis unless .env says otherwise: CELERY_BROKER_URL=amqp://app:app@rabbitmq:5672// with
+        # `docker compose --profile rabbitmq up` (results stay in Redis: RabbitMQ keeps none).
+        "CELERY_BROKER_URL": "${CELERY_BROKER_URL:-redis://redis:6379/0}",
+        "CELERY_RESULT_BACKEND": "${CELERY_RESULT_BACKEND:-redis://redis:6379/0}",
+        "RABBITMQ_CONSUMER_TIMEOUT": str(pools.consumer_timeout(registry)),
         "AWS_STORAGE_BUCKET_NAME": "claimcheck",
         "AWS_S3_ENDPOINT_URL": "http://minio:9000",
         "AWS_S3_PUBLIC_ENDPOINT_URL": "http://localhost:9000",
@@ -114,6 +128,7 @@ def compose_document(registry: tuple[pools.Pool, ...] = pools.POOLS) -> dict[str
         "createbucket": {"condition": "service_completed_successfully"},
     }
     migrated = {**depends, "migrate": {"condition": "service_completed_successfully"}}
+    consumer_timeout_ms = pools.consumer_timeout(registry) * 1000
     app: dict[str, Any] = {
         "image": IMAGE,
         "env_file": [".env"],
@@ -135,6 +150,18 @@ def compose_document(registry: tuple[pools.Pool, ...] = pools.POOLS) -> dict[str
             "command": ["redis-server", "--appendonly", "yes"],
             "volumes": ["redisdata:/data"],
             "healthcheck": {"test": ["CMD", "redis-cli", "ping"], "interval": "5s", "retries": 10},
+        },
+        "rabbitmq": {
+            "image": "rabbitmq:3.13-management",
+            "profiles": ["rabbitmq"],
+            "environment": {
+                "RABBITMQ_DEFAULT_USER": "app",
+                "RABBITMQ_DEFAULT_PASS": "app",
+                # consumer_timeout is a server setting (milliseconds): above every pool's lease, as pools.py derives.
+                "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": f"-rabbit consumer_timeout {consumer_timeout_ms}",
+            },
+            "volumes": ["rabbitmqdata:/var/lib/rabbitmq"],
+            "healthcheck": {"test": ["CMD", "rabbitmq-diagnostics", "-q", "ping"], "interval": "10s", "retries": 10},
         },
         "minio": {
             "image": "minio/minio:latest",
@@ -181,7 +208,7 @@ def compose_document(registry: tuple[pools.Pool, ...] = pools.POOLS) -> dict[str
         }
     services["beat"] = {**app, "command": shell_line(beat_command(f"{CONTAINER_RUN_DIR}/celerybeat-schedule"))}
     services["flower"] = {**app, "command": shell_line(flower_command("--port=5555")), "ports": ["5555:5555"]}
-    return {"services": services, "volumes": {"pgdata": {}, "redisdata": {}, "s3data": {}}}
+    return {"services": services, "volumes": {"pgdata": {}, "redisdata": {}, "rabbitmqdata": {}, "s3data": {}}}
 
 
 def _labels(component: str) -> dict[str, str]:
@@ -228,7 +255,72 @@ def worker_deployment(pool: pools.Pool) -> dict[str, Any]:
         "env": [{"name": "REMAP_SIGTERM", "value": "SIGQUIT"}],
         "livenessProbe": {**probe, "failureThreshold": 3},
     }
-    return _deployment(f"worker-{pool.name}", container, terminationGracePeriodSeconds=pools.stop_grace_period(pool))
+    deployment = _deployment(
+        f"worker-{pool.name}", container, terminationGracePeriodSeconds=pools.stop_grace_period(pool)
+    )
+    # Its ScaledObject sets the replicas: a count here would reset them at every `kubectl apply`.
+    del deployment["spec"]["replicas"]
+    return deployment
+
+
+def scaled_object(pool: pools.Pool) -> dict[str, Any]:
+    """Return the KEDA ScaledObject of ``pool``'s Deployment: replicas from the registry, scaled on what it owes.
+
+    The trigger reads the web service's ``/api/queues/owed`` (waiting plus unacknowledged messages, from the
+    broker itself) with KEDA's metrics-api scaler: a Redis list length alone misses the messages workers have
+    reserved, and the pool would shrink while busy. One replica is wanted per ``scale_target`` messages owed.
+    """
+    deployment = f"{PACKAGE}-worker-{pool.name}"
+    return {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledObject",
+        "metadata": {"name": deployment, "labels": _labels(f"worker-{pool.name}")},
+        "spec": {
+            "scaleTargetRef": {"name": deployment},
+            "minReplicaCount": pool.min_replicas,
+            "maxReplicaCount": pool.max_replicas,
+            "pollingInterval": KEDA_POLLING_INTERVAL,
+            "cooldownPeriod": KEDA_COOLDOWN_PERIOD,
+            "advanced": {
+                "horizontalPodAutoscalerConfig": {
+                    # One pod at a time, after a quiet window: each leaving pod gets its whole grace period to
+                    # finish or requeue its tasks (terminationGracePeriodSeconds, above its soft shutdown).
+                    "behavior": {
+                        "scaleDown": {
+                            "stabilizationWindowSeconds": KEDA_COOLDOWN_PERIOD,
+                            "policies": [{"type": "Pods", "value": 1, "periodSeconds": pools.stop_grace_period(pool)}],
+                        }
+                    }
+                }
+            },
+            "triggers": [
+                {
+                    "type": "metrics-api",
+                    "metadata": {
+                        "url": f"http://{PACKAGE}-web:{WEB_PORT}/api/queues/owed",
+                        "valueLocation": f"owed.{pool.queue}",
+                        "format": "json",
+                        "targetValue": str(pool.scale_target),
+                        "activationTargetValue": "0",
+                        "authMode": "bearer",
+                    },
+                    "authenticationRef": {"name": f"{PACKAGE}-queue-metrics"},
+                }
+            ],
+        },
+    }
+
+
+def trigger_authentication() -> dict[str, Any]:
+    """Return the KEDA TriggerAuthentication that hands the metrics token (from the Secret) to every trigger."""
+    return {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "TriggerAuthentication",
+        "metadata": {"name": f"{PACKAGE}-queue-metrics", "labels": _labels("autoscaling")},
+        "spec": {
+            "secretTargetRef": [{"parameter": "token", "name": f"{PACKAGE}-secrets", "key": "QUEUE_METRICS_TOKEN"}]
+        },
+    }
 
 
 def kubernetes_documents(registry: tuple[pools.Pool, ...] = pools.POOLS) -> dict[str, list[dict[str, Any]]]:
@@ -237,7 +329,21 @@ def kubernetes_documents(registry: tuple[pools.Pool, ...] = pools.POOLS) -> dict
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": {"name": f"{PACKAGE}-config", "labels": _labels("config")},
-        "data": {"DJANGO_SETTINGS_MODULE": f"{PACKAGE}.config.settings.production", "RUN_DIR": CONTAINER_RUN_DIR},
+        "data": {
+            "DJANGO_SETTINGS_MODULE": f"{PACKAGE}.config.settings.production",
+            "RUN_DIR": CONTAINER_RUN_DIR,
+            # KEDA reaches the web service by its Service name.
+            "DJANGO_INTERNAL_HOSTS": f"{PACKAGE}-web",
+            # What the RabbitMQ ConfigMap below sets: `manage.py check` compares it with the pools' leases.
+            "RABBITMQ_CONSUMER_TIMEOUT": str(pools.consumer_timeout(registry)),
+        },
+    }
+    # For a RabbitMQ broker: mount this rabbitmq.conf (or copy its line into the operator's additionalConfig).
+    rabbitmq = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": f"{PACKAGE}-rabbitmq-conf", "labels": _labels("rabbitmq")},
+        "data": {"rabbitmq.conf": rabbitmq_conf(registry)},
     }
     http_probe = {"httpGet": {"path": "/healthz", "port": 8000}, "periodSeconds": 10}
     web = _deployment(
@@ -276,11 +382,14 @@ def kubernetes_documents(registry: tuple[pools.Pool, ...] = pools.POOLS) -> dict
         },
     }
     files: dict[str, list[dict[str, Any]]] = {
-        "config.yaml": [config],
+        "config.yaml": [config, rabbitmq],
         "migrate.yaml": [migrate],
         "web.yaml": [web, _service("web", 8000)],
     }
     files.update({f"worker-{p.name}.yaml": [worker_deployment(p)] for p in registry})
+    # KEDA's resources (install KEDA first, or drop these files from kustomization.yaml).
+    files.update({f"scaledobject-{p.name}.yaml": [scaled_object(p)] for p in registry})
+    files["scaledobject-auth.yaml"] = [trigger_authentication()]
     files["beat.yaml"] = [beat]
     files["flower.yaml"] = [flower, _service("flower", 5555)]
     files["kustomization.yaml"] = [

@@ -3,38 +3,68 @@
 from __future__ import annotations
 
 from {{ cookiecutter.project_slug }} import pools
-from {{ cookiecutter.project_slug }}.worker.queues import broker_transport_options, kombu_queues, result_backend_transport_options
+from {{ cookiecutter.project_slug }}.worker.queues import (
+    AMQP_SCHEMES,
+    DEFAULT_SENTINEL_MASTER,
+    REDIS_SCHEMES,
+    broker_transport_options,
+    is_amqp,
+    is_redis,
+    kombu_queues,
+    result_backend_transport_options,
+)
 
 from . import environment
 from .environment import RUN_DIR, env, env_float, env_int, env_url
 
 # ------------------------------------------------------------------------------
-# Celery: broker on the local filesystem unless CELERY_BROKER_URL is set (Redis in production).
+# Celery: broker on the local filesystem unless CELERY_BROKER_URL is set (Redis or RabbitMQ in production).
 # https://docs.celeryq.dev/en/stable/userguide/configuration.html
 # ------------------------------------------------------------------------------
 WORKER_POOLS = pools.POOLS
 CELERY_BROKER_URL = env_url(
     "CELERY_BROKER_URL",
     "filesystem://",
-    ("redis", "rediss", "filesystem"),
-    "a redis:// or rediss:// URL (filesystem:// outside production)",
+    (*REDIS_SCHEMES, *AMQP_SCHEMES, "filesystem"),
+    "a redis://, rediss://, sentinel://, amqp:// or amqps:// URL (filesystem:// outside production)",
 )
 CELERY_RESULT_BACKEND = env_url(
     "CELERY_RESULT_BACKEND",
-    CELERY_BROKER_URL if CELERY_BROKER_URL.startswith("redis") else f"file://{RUN_DIR / 'results'}",
-    ("redis", "rediss", "file"),
-    "a redis:// or rediss:// URL (file:// outside production)",
+    CELERY_BROKER_URL if is_redis(CELERY_BROKER_URL) else f"file://{RUN_DIR / 'results'}",
+    (*REDIS_SCHEMES, "file"),
+    "a redis://, rediss:// or sentinel:// URL (file:// outside production)",
 )
+# With sentinel:// URLs: the name of the master the Sentinels watch (`sentinel monitor <name> ...`).
+REDIS_SENTINEL_MASTER = env.str("REDIS_SENTINEL_MASTER", default=DEFAULT_SENTINEL_MASTER)
 # Queues, the default queue, the transport timeouts and the soft shutdown are derived from the registry.
-CELERY_TASK_QUEUES = kombu_queues(WORKER_POOLS)
+CELERY_TASK_QUEUES = kombu_queues(WORKER_POOLS, CELERY_BROKER_URL)
 CELERY_TASK_DEFAULT_QUEUE = WORKER_POOLS[0].queue
+# RabbitMQ: what the server's rabbitmq.conf says `consumer_timeout` is, in seconds (RabbitMQ's default: 30
+# minutes). RabbitMQ 3.10 takes it from the server only; `manage.py check` compares it with the pools' leases.
+RABBITMQ_CONSUMER_TIMEOUT = env_int(
+    "RABBITMQ_CONSUMER_TIMEOUT", default=pools.RABBITMQ_DEFAULT_CONSUMER_TIMEOUT, minimum=1
+)
+# The management API answers the unacknowledged counts AMQP cannot; default: the broker's host and user, port 15672.
+RABBITMQ_MANAGEMENT_URL = env_url("RABBITMQ_MANAGEMENT_URL", "", ("http", "https"), "an http:// or https:// URL")
+if is_amqp(CELERY_BROKER_URL):
+    # Quorum queues have no global QoS (Celery switches to per-consumer prefetch when it sees one), no
+    # priorities, and native delayed delivery keeps countdown/ETA/retry messages in the broker, not in a
+    # worker's memory. Both are Celery's defaults; set here so that nobody turns them off by accident.
+    CELERY_WORKER_DETECT_QUORUM_QUEUES = True
+    CELERY_BROKER_NATIVE_DELAYED_DELIVERY_QUEUE_TYPE = "quorum"
 # Seconds a publish may wait for the broker before the row is flagged and the request answers anyway;
 # it also bounds each connection attempt (kombu retries connecting for broker_connection_timeout seconds).
 IDEMPOTENCY_PUBLISH_TIMEOUT = env_float("IDEMPOTENCY_PUBLISH_TIMEOUT", default=2.0)
 CELERY_BROKER_CONNECTION_TIMEOUT = IDEMPOTENCY_PUBLISH_TIMEOUT
-CELERY_BROKER_TRANSPORT_OPTIONS = broker_transport_options(CELERY_BROKER_URL, RUN_DIR, WORKER_POOLS)
+CELERY_BROKER_TRANSPORT_OPTIONS = broker_transport_options(
+    CELERY_BROKER_URL, RUN_DIR, WORKER_POOLS, sentinel_master=REDIS_SENTINEL_MASTER
+)
 CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = result_backend_transport_options(
-    CELERY_RESULT_BACKEND, RUN_DIR, WORKER_POOLS, publish_timeout=IDEMPOTENCY_PUBLISH_TIMEOUT
+    CELERY_RESULT_BACKEND,
+    RUN_DIR,
+    WORKER_POOLS,
+    publish_timeout=IDEMPOTENCY_PUBLISH_TIMEOUT,
+    sentinel_master=REDIS_SENTINEL_MASTER,
 )
 # The shortest pool's: a worker started for one pool (-Q <pool>) applies its pool's own ({{ cookiecutter.project_slug }}.worker.app).
 CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = pools.soft_shutdown_timeout(WORKER_POOLS)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .environment import env_float
+from .environment import env, env_float
 from .storages import CLAIMCHECK_DOWNLOAD_EXPIRES
 
 # ------------------------------------------------------------------------------
@@ -21,3 +21,6 @@ LOGIN_REDIRECT_URL = "jobs:index"
 LOGOUT_REDIRECT_URL = "login"
 # The API answers a failed CSRF check with a JSON error; pages keep Django's.
 CSRF_FAILURE_VIEW = "{{ cookiecutter.project_slug }}.core.http.csrf_failure"
+# The autoscaler (KEDA's metrics-api scaler) reads /api/queues/owed with this bearer token; unset, the endpoint
+# answers 404. Generate one with `python -c "import secrets; print(secrets.token_urlsafe(32))"`.
+QUEUE_METRICS_TOKEN = env.str("QUEUE_METRICS_TOKEN", default="")

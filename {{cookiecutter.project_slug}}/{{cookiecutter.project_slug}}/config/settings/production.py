@@ -3,7 +3,7 @@
 from django.core.exceptions import ImproperlyConfigured
 
 from .base import *  # noqa: F403
-from .base import CELERY_BROKER_URL, DATABASES, MAILERS, env
+from .base import CELERY_BROKER_URL, CELERY_RESULT_BACKEND, DATABASES, MAILERS, env
 from .environment import env_bool, env_hosts, env_int
 
 REQUIRED = (
@@ -24,10 +24,17 @@ if _missing:
     )
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     raise ImproperlyConfigured("DATABASE_URL must point at PostgreSQL in production, not SQLite.")
-# Base settings also accept the embedded stack's schemes; production runs on Redis and sends real e-mail.
-if not CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+# Base settings also accept the embedded stack's schemes; production runs on Redis or RabbitMQ and sends real e-mail.
+if not CELERY_BROKER_URL.startswith(("redis://", "rediss://", "sentinel://", "amqp://", "amqps://")):
     raise ImproperlyConfigured(
-        f"CELERY_BROKER_URL must be a redis:// or rediss:// URL in production, not {CELERY_BROKER_URL.partition(':')[0]}://."
+        "CELERY_BROKER_URL must be a redis://, rediss://, sentinel://, amqp:// or amqps:// URL in production, "
+        f"not {CELERY_BROKER_URL.partition(':')[0]}://."
+    )
+# RabbitMQ keeps no results: with it, results need a Redis of their own, not a file in one pod's run directory.
+if CELERY_RESULT_BACKEND.startswith("file://"):
+    raise ImproperlyConfigured(
+        f"CELERY_RESULT_BACKEND is {CELERY_RESULT_BACKEND!r} in production: with a RabbitMQ broker set it to a "
+        "redis://, rediss:// or sentinel:// URL (results are read by other hosts than the one that wrote them)."
     )
 if MAILERS["default"]["BACKEND"] != "django.core.mail.backends.smtp.EmailBackend":
     raise ImproperlyConfigured(
@@ -39,7 +46,8 @@ DEBUG = False
 SECRET_KEY = env.str("DJANGO_SECRET_KEY")
 if len(SECRET_KEY) < 50 or SECRET_KEY.startswith(("local-only", "test-only")):
     raise ImproperlyConfigured("DJANGO_SECRET_KEY must be a random value of at least 50 characters.")
-ALLOWED_HOSTS = env_hosts("DJANGO_ALLOWED_HOSTS", default=[])
+# DJANGO_INTERNAL_HOSTS: names other services reach the web service by (KEDA asks <project>-web for queue counts).
+ALLOWED_HOSTS = env_hosts("DJANGO_ALLOWED_HOSTS", default=[]) + env.list("DJANGO_INTERNAL_HOSTS", default=[])
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[f"https://{h}" for h in ALLOWED_HOSTS])
 
 # ------------------------------------------------------------------------------
@@ -48,7 +56,8 @@ CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[f"https:
 # ------------------------------------------------------------------------------
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", default=True)
-SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+# Probes and the autoscaler speak plain HTTP inside the cluster.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^api/queues/owed$"]
 SESSION_COOKIE_SECURE = True
 CSRF_COOKIE_SECURE = True
 SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", default=60 * 60 * 24 * 30)

@@ -10,6 +10,7 @@ from .base import (
     CELERY_RESULT_BACKEND,
     IDEMPOTENCY_PUBLISH_TIMEOUT,
     INSTALLED_APPS,
+    REDIS_SENTINEL_MASTER,
     RUN_DIR,
     env,
 )
@@ -35,9 +36,15 @@ WORKER_POOLS = pools.scaled(
     {"default": (4, 6), "images": (4, 6), "emails": (4, 6), "reports": (8, 10)},
 )
 # The timings derived from the registry, derived again from the shortened limits (queue names are unchanged).
-CELERY_BROKER_TRANSPORT_OPTIONS = broker_transport_options(CELERY_BROKER_URL, RUN_DIR, WORKER_POOLS)
+CELERY_BROKER_TRANSPORT_OPTIONS = broker_transport_options(
+    CELERY_BROKER_URL, RUN_DIR, WORKER_POOLS, sentinel_master=REDIS_SENTINEL_MASTER
+)
 CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = result_backend_transport_options(
-    CELERY_RESULT_BACKEND, RUN_DIR, WORKER_POOLS, publish_timeout=IDEMPOTENCY_PUBLISH_TIMEOUT
+    CELERY_RESULT_BACKEND,
+    RUN_DIR,
+    WORKER_POOLS,
+    publish_timeout=IDEMPOTENCY_PUBLISH_TIMEOUT,
+    sentinel_master=REDIS_SENTINEL_MASTER,
 )
 # Liveness and recovery in seconds, so dead-node and lost-message tests finish quickly.
 IDEMPOTENCY_LIVENESS_INTERVAL = env_float("IDEMPOTENCY_LIVENESS_INTERVAL", default=0.5)

@@ -229,15 +229,29 @@ async function refreshQueues() {
     const data = await api(config.queues);
     const body = document.querySelector("#queues tbody");
     body.replaceChildren();
+    const shown = (count) => (count === null || count === undefined ? "–" : String(count));
     for (const [queue, depth] of Object.entries(data.queues)) {
       const row = document.createElement("tr");
       row.dataset.queue = queue;
-      row.append(cell(queue), cell(depth === null ? "?" : String(depth)));
+      const dead = cell(shown(data.dead[queue]));
+      // Staff may send dead-lettered messages back to their queue (RabbitMQ only: Redis has no dead letters).
+      if (config.staff && data.dead[queue]) {
+        const button = document.createElement("button");
+        button.type = "button";
+        button.textContent = "Requeue";
+        button.addEventListener("click", async () => {
+          const moved = await api(`${config.queues}/${encodeURIComponent(queue)}/requeue-dead`, {});
+          say(`${moved.requeued} dead-lettered message(s) of ${queue} requeued.`);
+          refreshQueues();
+        });
+        dead.append(" ", button);
+      }
+      row.append(cell(queue), cell(shown(depth)), cell(shown(data.unacked[queue])), dead);
       body.append(row);
     }
     document.getElementById("queues-note").textContent = data.error
       ? `Broker unreachable: ${data.error}`
-      : `Messages waiting in the ${data.transport} broker; tasks already handed to a worker are not counted.`;
+      : `Messages waiting in the ${data.transport} broker, held by workers unacknowledged, and dead-lettered.`;
   } catch (error) {
     document.getElementById("queues-note").textContent = `Queue depths unavailable: ${error.message}`;
   }
