@@ -26,6 +26,7 @@ register_pool("threads", "{{ cookiecutter.project_slug }}.worker.threadpool:Task
 register_transport("filesystem", "{{ cookiecutter.project_slug }}.worker.fstransport:Transport")
 # Redis, with a channel close that lets a busy worker reconnect after Redis went away (redistransport.py).
 register_transport("redis", "{{ cookiecutter.project_slug }}.worker.redistransport:Transport")
+register_transport("sentinel", "{{ cookiecutter.project_slug }}.worker.redistransport:SentinelTransport")
 
 
 class RegistryAMQP(AMQP):

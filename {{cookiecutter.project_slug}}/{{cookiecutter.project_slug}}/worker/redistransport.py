@@ -1,4 +1,4 @@
-"""kombu's Redis transport, with a channel whose close survives a broker that went away during a BRPOP."""
+"""kombu's Redis and Sentinel transports, with a channel close that survives a broker gone during a BRPOP."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 from kombu.transport import redis
 
 
-class Channel(redis.Channel):
-    """A Redis channel that finishes closing when the read of its pending BRPOP fails on a lost connection.
+class FinishingClose:
+    """Makes a Redis channel finish closing when the read of its pending BRPOP fails on a lost connection.
 
     kombu's close first reads the reply of a BRPOP in flight; with Redis gone that read raises, the close stops
     before the channel is marked closed, and the worker's consumer detaches the transport from its connection.
@@ -31,10 +31,24 @@ class Channel(redis.Channel):
                 # and they wait in Redis's unacked hash for the visibility timeout (the status row recovers the
                 # calls sooner), as for a worker that dies.
                 pass
-        super().close()
+        super().close()  # type: ignore[misc]  # the channel class this is mixed into
+
+
+class Channel(FinishingClose, redis.Channel):
+    """kombu's Redis channel with the close above."""
+
+
+class SentinelChannel(FinishingClose, redis.SentinelChannel):
+    """kombu's Sentinel channel (a Redis channel that asks the Sentinels for the master) with the close above."""
 
 
 class Transport(redis.Transport):
     """kombu's Redis transport with the channel above."""
 
     Channel = Channel
+
+
+class SentinelTransport(redis.SentinelTransport):
+    """kombu's Sentinel transport with the channel above."""
+
+    Channel = SentinelChannel
