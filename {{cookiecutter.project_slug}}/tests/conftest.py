@@ -130,16 +130,25 @@ def broker(request: pytest.FixtureRequest, redis_url: str) -> Iterator[str]:
     kind = getattr(request, "param", "redis")
     node: RabbitNode | None = request.getfixturevalue("rabbitmq") if kind == "rabbitmq" else None
     url = node.url if node else redis_url
-    conf = celery_app.conf
-    previous = {key: conf[key] for key in ("broker_url", "result_backend", "broker_transport_options", "task_queues")}
     previous_management = settings.RABBITMQ_MANAGEMENT_URL
     settings.RABBITMQ_MANAGEMENT_URL = node.management_url if node else ""
-    _configure_broker(url, redis_url)
-    yield url
-    for key, value in previous.items():
-        conf[key] = value
+    with app_conf_restored("broker_url", "result_backend", "broker_transport_options", "task_queues"):
+        _configure_broker(url, redis_url)
+        yield url
     settings.RABBITMQ_MANAGEMENT_URL = previous_management
-    _forget_connections()
+
+
+@contextlib.contextmanager
+def app_conf_restored(*keys: str) -> Iterator[Any]:
+    """Yield the Celery app's conf; on exit put ``keys`` back as they were and drop the connections made meanwhile."""
+    conf = celery_app.conf
+    previous = {key: conf[key] for key in keys}
+    try:
+        yield conf
+    finally:
+        for key, value in previous.items():
+            conf[key] = value
+        _forget_connections()
 
 
 def _configure_broker(url: str, result_backend: str) -> None:

@@ -17,7 +17,7 @@ from {{ cookiecutter.project_slug }}.worker.app import app as celery_app
 from {{ cookiecutter.project_slug }}.worker.queues import broker_transport_options, kombu_queues
 
 from support.servers import RabbitNode, ServiceUnavailableError, rabbitmq_cluster, unavailable, wait_until
-from tests.conftest import _forget_connections
+from tests.conftest import _forget_connections, app_conf_restored
 from tests.effects.models import Counter, Effect
 from tests.tasks.shutdown import EFFECT_TASKS
 
@@ -34,17 +34,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterato
     try:
         with rabbitmq_cluster(tmp_path_factory.mktemp("cluster")) as nodes:
             url = ";".join(node.url for node in nodes)
-            conf = celery_app.conf
-            keys = ("broker_url", "result_backend", "broker_transport_options", "task_queues")
-            previous = {key: conf[key] for key in keys}
-            conf["broker_url"], conf["result_backend"] = url, redis_url
-            conf["broker_transport_options"] = broker_transport_options(url, settings.RUN_DIR)
-            conf["task_queues"] = kombu_queues(settings.WORKER_POOLS, url)
-            _forget_connections()
-            yield nodes
-            for key, value in previous.items():
-                conf[key] = value
-            _forget_connections()
+            with app_conf_restored("broker_url", "result_backend", "broker_transport_options", "task_queues") as conf:
+                conf["broker_url"], conf["result_backend"] = url, redis_url
+                conf["broker_transport_options"] = broker_transport_options(url, settings.RUN_DIR)
+                conf["task_queues"] = kombu_queues(settings.WORKER_POOLS, url)
+                _forget_connections()
+                yield nodes
     except ServiceUnavailableError as exc:
         unavailable(str(exc))
 

@@ -10,11 +10,10 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from {{ cookiecutter.project_slug }}.worker.app import app as celery_app
 from {{ cookiecutter.project_slug }}.worker.queues import broker_transport_options, result_backend_transport_options
 
 from support.servers import SentinelGroup, ServiceUnavailableError, redis_sentinel_group, unavailable, wait_until
-from tests.conftest import _forget_connections
+from tests.conftest import _forget_connections, app_conf_restored
 from tests.tasks.shutdown import EFFECT_TASKS
 
 pytestmark = [pytest.mark.workers, pytest.mark.timeout(180)]
@@ -25,17 +24,13 @@ def sentinel(transactional_db: None, tmp_path: Path) -> Iterator[SentinelGroup]:
     """Point this process's Celery app at a Sentinel-watched Redis for broker and results."""
     try:
         with redis_sentinel_group(tmp_path / "sentinel") as group:
-            conf = celery_app.conf
             keys = ("broker_url", "result_backend", "broker_transport_options", "result_backend_transport_options")
-            previous = {key: conf[key] for key in keys}
-            conf["broker_url"] = conf["result_backend"] = group.url
-            conf["broker_transport_options"] = broker_transport_options(group.url, settings.RUN_DIR)
-            conf["result_backend_transport_options"] = result_backend_transport_options(group.url, settings.RUN_DIR)
-            _forget_connections()
-            yield group
-            for key, value in previous.items():
-                conf[key] = value
-            _forget_connections()
+            with app_conf_restored(*keys) as conf:
+                conf["broker_url"] = conf["result_backend"] = group.url
+                conf["broker_transport_options"] = broker_transport_options(group.url, settings.RUN_DIR)
+                conf["result_backend_transport_options"] = result_backend_transport_options(group.url, settings.RUN_DIR)
+                _forget_connections()
+                yield group
     except ServiceUnavailableError as exc:
         unavailable(str(exc))
 
