@@ -35,6 +35,9 @@ def post_json(client: Client, url: str, data, **extra):
 
 UPLOAD = {"kind": "lines", "filename": "customers.csv", "content_type": "text/csv", "size": 1000}
 
+#: A job id no test creates; fixed, so every pytest-xdist worker collects the same test ids.
+NO_SUCH_JOB = "00000000-0000-4000-8000-000000000001"
+
 
 @pytest.mark.parametrize(
     ("method", "url"),
@@ -42,8 +45,8 @@ UPLOAD = {"kind": "lines", "filename": "customers.csv", "content_type": "text/cs
         ("get", "/api/jobs"),
         ("post", "/api/jobs"),
         ("post", "/api/uploads"),
-        ("get", f"/api/jobs/{uuid.uuid4()}"),
-        ("get", f"/api/jobs/{uuid.uuid4()}/events"),
+        ("get", f"/api/jobs/{NO_SUCH_JOB}"),
+        ("get", f"/api/jobs/{NO_SUCH_JOB}/events"),
         ("get", "/api/queues"),
     ],
 )
