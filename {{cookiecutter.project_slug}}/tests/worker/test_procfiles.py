@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
+from django.test import override_settings
 
 from {{ cookiecutter.project_slug }} import pools
 from {{ cookiecutter.project_slug }}.worker import procfiles
@@ -176,6 +177,21 @@ def test_kubernetes_manifests_run_each_pool_with_its_grace_period_and_probe():
     assert deployments[f"{PACKAGE}-beat"]["spec"]["strategy"]["type"] == "Recreate"
     # A Deployment's pods restart a container that exits; Always is the only policy a Deployment accepts.
     assert {d["spec"]["template"]["spec"].get("restartPolicy", "Always") for d in deployments.values()} == {"Always"}
+
+
+def test_the_web_pods_probes_pass_production_host_validation(client):
+    """The kubelet probes /healthz by the pod's IP unless the probe names a Host: production must answer it."""
+    documents = procfiles.kubernetes_documents()
+    (config,) = [d for d in documents["config.yaml"] if d["kind"] == "ConfigMap" and "RUN_DIR" in d["data"]]
+    web = _deployments(documents)[f"{PACKAGE}-web"]["spec"]["template"]["spec"]["containers"][0]
+    # What config/settings/production.py allows: the public names, plus the names other services use.
+    allowed = ["jobs.example.com", *config["data"]["DJANGO_INTERNAL_HOSTS"].split(",")]
+    for kind in ("readinessProbe", "livenessProbe"):
+        probe = web[kind]["httpGet"]
+        host = {h["name"]: h["value"] for h in probe.get("httpHeaders", [])}.get("Host", f"10.1.2.3:{probe['port']}")
+        with override_settings(ALLOWED_HOSTS=allowed):
+            answer = client.get(probe["path"], HTTP_HOST=host)
+        assert answer.status_code == 200, (kind, host, answer.status_code)
 
 
 @pytest.mark.skipif(not procfiles.KUBERNETES_MANIFESTS, reason="generated without kubernetes_manifests")

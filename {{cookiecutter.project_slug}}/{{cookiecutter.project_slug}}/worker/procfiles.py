@@ -345,7 +345,10 @@ def kubernetes_documents(registry: tuple[pools.Pool, ...] = pools.POOLS) -> dict
         "metadata": {"name": f"{PACKAGE}-rabbitmq-conf", "labels": _labels("rabbitmq")},
         "data": {"rabbitmq.conf": rabbitmq_conf(registry)},
     }
-    http_probe = {"httpGet": {"path": "/healthz", "port": 8000}, "periodSeconds": 10}
+    # The kubelet's probe names the pod's IP as its Host, which production's ALLOWED_HOSTS refuses (400, and the pod
+    # never turns ready): it names the Service instead, one of DJANGO_INTERNAL_HOSTS above.
+    probe_host = [{"name": "Host", "value": f"{PACKAGE}-web"}]
+    http_probe = {"httpGet": {"path": "/healthz", "port": 8000, "httpHeaders": probe_host}, "periodSeconds": 10}
     web = _deployment(
         "web",
         {
