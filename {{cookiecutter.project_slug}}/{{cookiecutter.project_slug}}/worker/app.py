@@ -22,6 +22,8 @@ from {{ cookiecutter.project_slug }}.worker.queues import RegistryRouter, pools_
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "{{ cookiecutter.project_slug }}.config.settings.local")
 # `-P threads` gets a threads pool whose running tasks the soft shutdown can stop (threadpool.py).
 register_pool("threads", "{{ cookiecutter.project_slug }}.worker.threadpool:TaskPool")
+# `-P prefork` gets Celery's prefork pool that stops without billiard's naps on the filesystem broker (prefork.py).
+register_pool("prefork", "{{ cookiecutter.project_slug }}.worker.prefork:TaskPool")
 # The embedded stack's broker, polled in short slices: an idle worker stops within a second (fstransport.py).
 register_transport("filesystem", "{{ cookiecutter.project_slug }}.worker.fstransport:Transport")
 # Redis, with a channel close that lets a busy worker reconnect after Redis went away (redistransport.py).
