@@ -205,7 +205,8 @@ def make_test(synced):
     """Return a function that starts a bake's `make test` once, in the background; every run is stopped at the end.
 
     The runs go side by side: each bake's suite starts its own services on free loopback ports and works in its own
-    folders, and the demo_flows=n subset ends well inside the default bake's run, which sets the CI time.
+    folders, and the demo_flows=n subset ends well inside the default bake's run (two pytest-xdist processes), which
+    sets the CI time.
     """
     runs: dict[str, tuple[Path, subprocess.Popen[bytes]]] = {}
 
@@ -215,6 +216,8 @@ def make_test(synced):
             command = ["make", "test"]
             if combination == "no-demo":
                 command.append("PYTEST_ARGS=" + " ".join(f"--ignore={module}" for module in DEMO_INDEPENDENT))
+                # One process: beside the default bake's two, a third would only crowd two cores.
+                command.append("PYTEST_WORKERS=0")
             log = project.path / "make-test.log"
             with log.open("w") as out:
                 process = subprocess.Popen(
