@@ -41,6 +41,23 @@ def test_depths_on_redis_are_the_queue_lists(clean_broker):
     assert client.llen("images") == 3
 
 
+def test_the_admin_shows_each_pool_s_queue_and_refuses_a_requeue_where_there_are_no_dead_letters(
+    clean_broker, admin_client, client
+):
+    publish({"images": 2})
+    page = admin_client.get("/admin/jobs/job/queues/")
+    assert page.status_code == 200
+    rows = {row["queue"]: row for row in page.context["rows"]}
+    assert set(rows) == set(pools.queue_names(pools_in_force()))
+    assert (rows["images"]["queues"], rows["images"]["dead"]) == (2, None)  # Redis has no dead-letter queues
+    assert b'data-queue="images"' in page.content
+    assert b"Requeue" not in page.content
+    assert b"Broker queues" in admin_client.get("/admin/jobs/job/").content  # the link from the jobs list
+    answer = admin_client.post("/admin/jobs/job/queues/default/requeue-dead/", follow=True)
+    assert "Dead-letter queues exist on RabbitMQ only" in answer.content.decode()
+    assert client.get("/admin/jobs/job/queues/").status_code == 302  # to the admin's login
+
+
 @pytest.mark.parametrize("broker", BROKERS, indirect=True)
 def test_owed_counts_the_messages_a_worker_reserved_not_only_the_waiting_ones(clean_broker):
     publish({"images": 3, "reports": 1})

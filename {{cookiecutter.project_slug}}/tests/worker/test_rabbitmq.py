@@ -36,6 +36,11 @@ def test_a_plain_task_that_kills_its_worker_is_dead_lettered_after_max_attempts_
     assert (depths["queues"]["default"], depths["dead"]["default"]) == (0, 1)
     assert "Dead-letter queue default.dead declared for the default pool" in worker.log()
 
+    # The admin's queues page shows it too, with a Requeue button for staff.
+    page = admin_client.get("/admin/jobs/job/queues/")
+    assert {row["queue"]: row["dead"] for row in page.context["rows"]}["default"] == 1
+    assert b"Requeue 1" in page.content
+
     bump("cure:plain-poison")
     # The queues panel's Requeue button: staff only.
     assert client.post("/api/queues/default/requeue-dead", {}, content_type="application/json").status_code == 401
@@ -47,6 +52,9 @@ def test_a_plain_task_that_kills_its_worker_is_dead_lettered_after_max_attempts_
     wait_until(lambda: count("started:plain-poison") == pool.max_attempts + 1, 30, "the requeued message to run")
     wait_until(lambda: queue_depths()["dead"]["default"] == 0, 10, "the dead-letter queue to be empty")
     assert worker.alive()
+    # The admin's button does what the panel's does; with nothing left, it says so.
+    done = admin_client.post("/admin/jobs/job/queues/default/requeue-dead/", follow=True)
+    assert "Requeued 0 dead-lettered message(s) to default." in done.content.decode()
 
 
 def test_countdown_waits_in_the_broker_not_in_the_worker(start_worker, clean_broker):
