@@ -89,11 +89,10 @@ def start(browser: Browser, kind: str, token: str) -> tuple[str, dict]:
 
 
 def test_report_job_from_upload_to_download_and_email(claimcheck_backend, start_worker, stack_env, browser, smtp):
-    start_worker("reports", env=stack_env)
     start_worker("emails", env=stack_env)
-    # About 1.8 MB: a dozen progress reports on the way, and well inside the 8 s soft limit the test settings give
-    # the reports pool even on a loaded machine (200,000 rows once took over 8 s there: a retry restarted the bar).
-    customers = customer_csv(60_000)
+    # About 3 MB: twenty progress reports on the way, and well inside the 8 s soft limit the test settings give the
+    # reports pool even on a loaded machine (200,000 rows once took over 8 s there: a retry restarted the bar).
+    customers = customer_csv(100_000)
     token = upload(browser, "report", "customers.csv", customers.data, "text/csv")
 
     location, body = start(browser, "report", token)
@@ -101,9 +100,23 @@ def test_report_job_from_upload_to_download_and_email(claimcheck_backend, start_
     assert again.status == 202
     assert again.json()["id"] == body["id"]  # a repeated start request is the same job
 
-    events = parse_events(list(browser.events(body["urls"]["events"])))
+    # The stream opens while the job waits for a worker, so it sees the whole run however fast the report is.
+    lines: list[str] = []
+
+    def read() -> None:
+        for line in browser.events(body["urls"]["events"]):
+            lines.append(line)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    _wait(lambda: any(line.startswith("event: status") for line in lines), 30, "the stream's first status")
+    start_worker("reports", env=stack_env)
+    reader.join(timeout=120)
+    assert not reader.is_alive(), "the stream did not end"
+    events = parse_events(lines)
     states = [data for name, data in events if name == "status"]
     assert states, events
+    assert states[0]["status"] == "pending"
     assert states[-1]["status"] == "succeeded"
     assert states[-1]["final"] is True
     assert states[-1]["progress"]["fraction"] == 1.0

@@ -333,8 +333,12 @@ def once_rows_unfinished(tasks: list[Any]) -> str:
     return f"idempotent rows not succeeded: {per_status} {some}"
 
 
+@pytest.mark.parametrize("broker", BROKERS, indirect=True)
+@pytest.mark.timeout(int(REDELIVERY + 600 * SCALE))  # the drain below bounds a stall; this, a crawl (175-525 s seen)
 def test_rolling_restart_under_load_runs_every_task_once(start_worker, clean_broker):
     """Plain tasks run once (their body guards its effect); idempotent ones commit their database effect once.
+
+    On both brokers: Redis hands a killed worker's messages back after its visibility timeout, RabbitMQ at once.
 
     The idempotent tasks' bodies have no guard: a delivery killed between its write and its success write, or
     two deliveries both committing, would count an effect twice. Their pools run atomic effects.
@@ -402,7 +406,8 @@ def test_rolling_restart_under_load_runs_every_task_once(start_worker, clean_bro
     twice = {name: value for name, value in once_counts.items() if value != 1}
     claims = sum(once_rows.values_list("attempts", flat=True))
     print(
-        f"\nrolling restart: {len(every_key)} plain tasks sent, {sum(per_pool.values())} effects {per_pool}, "
+        f"\nrolling restart on {clean_broker.partition(':')[0]}: {len(every_key)} plain tasks sent, "
+        f"{sum(per_pool.values())} effects {per_pool}, "
         f"{deliveries} deliveries ({deliveries - len(every_key)} redeliveries, {repeats} of them after the "
         f"effect, which they left alone), {len(duplicates())} duplicate effects; {len(every_once)} idempotent "
         f"tasks, {len(once_counts)} database effects, {len(twice)} counted twice, {claims} claims "
