@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import shutil
 import signal
 import statistics
 import subprocess
@@ -39,6 +40,8 @@ class Stack:
     redis_url: str
     database_url: str
     env: dict[str, str] = field(default_factory=dict)
+    #: PostgreSQL's server log (the statement counts read it).
+    postgres_log: Path | None = None
     _beats: dict[int, Path] = field(default_factory=dict, repr=False)
 
     def worker(self, queue: str, *extra: str, env: dict[str, str] | None = None, name: str = "") -> Process:
@@ -93,9 +96,12 @@ def stack(broker: str = "redis") -> Iterator[Stack]:
     if broker not in BROKERS:
         raise ValueError(f"Unknown broker {broker!r}; choose one of {', '.join(BROKERS)}.")
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
+    pgdir = Path(tempfile.mkdtemp(prefix="pg-"))
     with contextlib.ExitStack() as services:
+        # Each run's data, logs and database take 60-100 MB: gone once the services stopped (LIFO), unless kept.
+        services.callback(_remove, workdir, pgdir)
         redis_url = services.enter_context(redis_server(workdir / "redis"))
-        db = services.enter_context(postgres_server(Path(tempfile.mkdtemp(prefix="pg-"))))
+        db = services.enter_context(postgres_server(pgdir))
         broker_env = {"CELERY_BROKER_URL": redis_url}
         if broker == "rabbitmq":
             # The benchmark runs the registry's own limits: the server needs the consumer timeout they derive.
@@ -125,7 +131,16 @@ def stack(broker: str = "redis") -> Iterator[Stack]:
         import django
 
         django.setup()
-        yield Stack(workdir, redis_url, db, env)
+        yield Stack(workdir, redis_url, db, env, postgres_log=pgdir / "postgres.log")
+
+
+def _remove(*dirs: Path) -> None:
+    """Delete the run's temporary directories, or name them when ``BENCH_KEEP_DIRS=1`` asks to keep them."""
+    if os.environ.get("BENCH_KEEP_DIRS") == "1":
+        print(f"kept: {', '.join(map(str, dirs))}", file=sys.stderr)
+        return
+    for path in dirs:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def repeat(times: int, measure: Callable[[], float]) -> list[float]:

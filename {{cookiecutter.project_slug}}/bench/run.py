@@ -17,13 +17,14 @@ from typing import Any
 
 from . import harness
 
-SCENARIOS = ("throughput", "enqueue", "payloads", "sse", "shutdown", "republish")
+SCENARIOS = ("roundtrips", "throughput", "enqueue", "payloads", "sse", "shutdown", "republish")
 
 
 def _runners(args: argparse.Namespace) -> dict[str, Callable[[harness.Stack], Any]]:
-    from . import payloads, republish, shutdown, sse, throughput
+    from . import payloads, republish, roundtrips, shutdown, sse, throughput
 
     return {
+        "roundtrips": lambda s: roundtrips.roundtrips(s, args.roundtrip_count),
         "throughput": lambda s: throughput.throughput(s, args.count, args.repeats),
         "enqueue": lambda s: throughput.enqueue_latency(s, args.latency_count),
         "payloads": lambda s: payloads.payloads(s, args.payload_tasks, args.payload_mb, args.repeats),
@@ -64,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", action="append", choices=SCENARIOS, help="run only this scenario (repeatable)")
     parser.add_argument("--count", type=int, default=5000, help="no-op tasks per throughput measurement")
+    parser.add_argument("--roundtrip-count", type=int, default=500, help="calls per kind whose statements are counted")
     parser.add_argument("--latency-count", type=int, default=2000, help="enqueues per kind for latency")
     parser.add_argument("--payload-tasks", type=int, default=100)
     parser.add_argument("--payload-mb", type=float, default=5.0)

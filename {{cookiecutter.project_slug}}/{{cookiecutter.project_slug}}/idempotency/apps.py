@@ -28,9 +28,20 @@ class IdempotencyConfig(AppConfig):
 
 
 def close_old_connections(sender: Any = None, **kwargs: Any) -> None:
-    """Close database connections that are broken or past CONN_MAX_AGE, outside eagerly run tasks."""
-    from django.db import close_old_connections as close
+    """Close database connections that are broken or past CONN_MAX_AGE, outside eagerly run tasks.
+
+    Django's ``CONN_HEALTH_CHECKS`` then costs a ``SELECT 1`` at the first query of every task; a connection
+    whose last status-row statement answered moments ago skips it. If it died since, the claim fails with
+    ``OperationalError`` and the delivery comes again later, as it would for a database lost after the check.
+    """
+    from django.db import connections
+
+    from .claims import answered_recently
 
     if sender is not None and getattr(sender.request, "is_eager", False):
         return
-    close()
+    for connection in connections.all(initialized_only=True):
+        recent = answered_recently(connection)
+        connection.close_if_unusable_or_obsolete()  # errors since the last statement, or too old: closed
+        if recent and connection.connection is not None and not connection.errors_occurred:
+            connection.health_check_done = True  # type: ignore[attr-defined]  # Django's, unstubbed

@@ -304,10 +304,16 @@ class IdempotentTask(ClaimCheckTask):
         """Run the claim-check call and the fenced success write in one transaction; a lost fence undoes both."""
         # The claim committed before this transaction began, so a reaper or a duplicate sees the lease;
         # the body's writes and the success commit together: a kill anywhere leaves both or neither.
-        with transaction.atomic(using=router.db_for_write(TaskRecord)):
+        using = router.db_for_write(TaskRecord)
+        with transaction.atomic(using=using):
             stored = storable_result(self.name, super().__call__(*args, **kwargs))
-            if not claims.succeed(key=key, owner=owner, result=stored):
+            # A body that wrote nothing leaves no transaction to share: the success write alone, in autocommit,
+            # is the same one statement without its BEGIN and COMMIT round trips.
+            alone = claims.transaction_unused(using)
+            if not alone and not claims.succeed(key=key, owner=owner, result=stored):
                 raise LeaseLostError(key, owner)  # rolls the body's writes back with it
+        if alone and not claims.succeed(key=key, owner=owner, result=stored):
+            raise LeaseLostError(key, owner)
         return stored
 
     def resolve_call(self, args: Any, kwargs: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:

@@ -7,10 +7,13 @@ only explain a refusal.
 from __future__ import annotations
 
 import enum
+import functools
 import json
 import threading
+import time
 import traceback as tb
 import uuid
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -18,9 +21,10 @@ from typing import Any
 
 from django.db import DatabaseError, NotSupportedError, connections, router, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.models import Case, CharField, DateTimeField, F, Func, JSONField, Q, QuerySet, Value, When
+from django.db.models import Case, CharField, DateTimeField, F, Field, Func, JSONField, Q, QuerySet, Value, When
 from django.db.models.sql.compiler import SQLCompiler
 from django.utils import timezone
+from psycopg import pq
 
 from .exceptions import AttemptsExhaustedError
 from .models import Status, TaskRecord
@@ -56,6 +60,20 @@ class Outcome(enum.Enum):
     CANCELLED = "cancelled"  # cancelled on request: do not run, and drop the message quietly
     EXHAUSTED = "exhausted"  # claimed max_attempts times already: failed for good now
     MISMATCH = "mismatch"  # the key belongs to another payload: do not run
+
+
+#: Seconds after a status-row statement answered during which the worker skips Django's health check of its
+#: connection before the next task (apps.close_old_connections): the claim itself finds a dead one.
+FRESH_CONNECTION_SECONDS = 1.0
+
+#: When each connection last answered a status-row statement (``time.monotonic()``).
+_answered_at: weakref.WeakKeyDictionary[BaseDatabaseWrapper, float] = weakref.WeakKeyDictionary()
+
+
+def answered_recently(connection: BaseDatabaseWrapper) -> bool:
+    """Return whether ``connection`` answered a status-row statement less than ``FRESH_CONNECTION_SECONDS`` ago."""
+    answered = _answered_at.get(connection)
+    return answered is not None and time.monotonic() - answered < FRESH_CONNECTION_SECONDS
 
 
 #: Longest traceback kept per entry of a row's ``error_log`` (a row keeps at most one entry per attempt).
@@ -202,6 +220,18 @@ def claim(
     return Claim(Outcome.BUSY, TaskRecord.objects.filter(key=key).first())
 
 
+def transaction_unused(using: str) -> bool:
+    """Return whether the transaction open on ``using`` has run no statement and waits for no ``on_commit``.
+
+    psycopg sends BEGIN only before the transaction's first statement: until then the server has no
+    transaction, and committing or rolling back sends nothing.
+    """
+    connection = connections[using]
+    if connection.vendor != "postgresql" or connection.connection is None or connection.run_on_commit:
+        return False
+    return bool(connection.connection.info.transaction_status == pq.TransactionStatus.IDLE)
+
+
 def _claimable_sql(now: datetime, dead_owner: str | None) -> tuple[str, list[tuple[str, Any]]]:
     """Return the condition under which a row may be claimed, as SQL over field names, and its parameters.
 
@@ -270,6 +300,27 @@ def _update_rows(
         return _execute_update(connections[using], values, where, params, increment, append or {})
 
 
+@functools.cache
+def _fields() -> dict[str, Field[Any, Any]]:
+    return {f.name: f for f in TaskRecord._meta.concrete_fields}
+
+
+@functools.cache
+def _update_sql(
+    vendor: str, values: tuple[str, ...], where: str, increment: tuple[str, ...], append: tuple[str, ...]
+) -> str:
+    """Return the text of an ``UPDATE`` of the status table: the same few statements run for every task, built once."""
+    quote = connections[router.db_for_write(TaskRecord)].ops.quote_name
+    # Every concrete field has a column; the stubs allow None for fields that are not stored.
+    columns = {name: quote(f.column) for name, f in _fields().items() if f.column is not None}
+    assignments = [f"{columns[name]} = %s" for name in values]
+    assignments += [f"{columns[name]} = {columns[name]} + 1" for name in increment]
+    assignments += [f"{columns[name]} = {append_sql(vendor, columns[name])}" for name in append]
+    # Only quoted column names are formatted in; every value is a parameter.
+    table = quote(TaskRecord._meta.db_table)
+    return f"UPDATE {table} SET {', '.join(assignments)} WHERE {where.format(**columns)}"  # noqa: S608
+
+
 def _execute_update(
     connection: BaseDatabaseWrapper,
     values: Mapping[str, Any],
@@ -278,22 +329,15 @@ def _execute_update(
     increment: Sequence[str],
     append: Mapping[str, Any],
 ) -> int:
-    quote = connection.ops.quote_name
-    meta = TaskRecord._meta
-    fields = {f.name: f for f in meta.concrete_fields}
-    # Every concrete field has a column; the stubs allow None for fields that are not stored.
-    columns = {name: quote(f.column) for name, f in fields.items() if f.column is not None}
-    assignments = [f"{columns[name]} = %s" for name in values]
-    assignments += [f"{columns[name]} = {columns[name]} + 1" for name in increment]
-    assignments += [f"{columns[name]} = {append_sql(connection.vendor, columns[name])}" for name in append]
     pairs = params.items() if isinstance(params, Mapping) else params
+    fields = _fields()
+    sql = _update_sql(connection.vendor, tuple(values), where, tuple(increment), tuple(append))
     arguments = [fields[name].get_db_prep_save(value, connection) for name, value in values.items()]
     arguments += [json.dumps(value) for value in append.values()]
     arguments += [fields[name].get_db_prep_value(value, connection) for name, value in pairs]
-    # Only quoted column names are formatted in; every value is a parameter.
-    sql = f"UPDATE {quote(meta.db_table)} SET {', '.join(assignments)} WHERE {where.format(**columns)}"  # noqa: S608
     with connection.cursor() as cursor:
         cursor.execute(sql, arguments)
+        _answered_at[connection] = time.monotonic()
         return cursor.rowcount
 
 

@@ -10,7 +10,8 @@ from functools import partial
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import router, transaction
+from django.db.models.constants import OnConflict
 from django.utils import timezone
 
 from {{ cookiecutter.project_slug }}.worker.queues import broker_priority
@@ -106,22 +107,41 @@ def enqueue(call: Call) -> TaskResult:
 def enqueue_record(call: Call) -> tuple[TaskRecord, bool]:
     """Do what :func:`enqueue` does; return the row itself and whether this call created it.
 
-    A deferred call (``run_after`` later than now) is not published here but by the recovery pass, once due.
+    Outside a transaction the row is one autocommit ``INSERT ... ON CONFLICT DO NOTHING RETURNING``, the
+    message published as it returns; only a conflict reads the row. Inside one, the publish waits for
+    its commit. A deferred call (``run_after`` later than now) is not published here but by the
+    recovery pass, once due.
     """
     candidate = call.record()
-    with transaction.atomic():
-        # INSERT ... ON CONFLICT DO NOTHING: two callers racing on one key create one row.
-        TaskRecord.objects.bulk_create([candidate], ignore_conflicts=True)
-        record = TaskRecord.objects.get(key=candidate.key)
-        if record.pk != candidate.pk:
-            call.discard()  # nothing is published for this call
-        if record.payload_hash != candidate.payload_hash:
-            raise PayloadMismatchError(call.key, call.task_name, record.payload_hash, candidate.payload_hash)
-        fresh = record.pk == candidate.pk and candidate.published_at is not None
-        if fresh or unflag_unpublished(record):
-            # A row whose message the broker refused earlier is published again by this call.
-            transaction.on_commit(partial(publish_or_flag, record))
-    return record, record.pk == candidate.pk
+    using = router.db_for_write(TaskRecord)
+    if not transaction.get_connection(using).in_atomic_block:
+        return _enqueue_record(call, candidate, using)
+    with transaction.atomic(using=using):
+        return _enqueue_record(call, candidate, using)
+
+
+def _enqueue_record(call: Call, candidate: TaskRecord, using: str) -> tuple[TaskRecord, bool]:
+    # INSERT ... ON CONFLICT DO NOTHING: two callers racing on one key create one row.
+    meta = TaskRecord._meta
+    fields = [f for f in meta.concrete_fields if not f.generated]
+    inserted = TaskRecord._base_manager.using(using)._insert(  # type: ignore[attr-defined]
+        [candidate], fields=fields, returning_fields=[meta.pk], using=using, on_conflict=OnConflict.IGNORE
+    )
+    if inserted:
+        candidate._state.adding, candidate._state.db = False, using
+        record = candidate
+    else:  # the key's row exists (or the backend returns no rows: then it is this one)
+        record = TaskRecord.objects.using(using).get(key=candidate.key)
+    created = record.pk == candidate.pk
+    if not created:
+        call.discard()  # nothing is published for this call
+    if record.payload_hash != candidate.payload_hash:
+        raise PayloadMismatchError(call.key, call.task_name, record.payload_hash, candidate.payload_hash)
+    if (created and candidate.published_at is not None) or unflag_unpublished(record):
+        # A row whose message the broker refused earlier is published again by this call. Outside a
+        # transaction on_commit runs at once: the row committed with its statement.
+        transaction.on_commit(partial(publish_or_flag, record), using=using)
+    return record, created
 
 
 def enqueue_many(calls: Sequence[Call], *, batch_size: int = 500) -> list[TaskResult]:
@@ -219,6 +239,11 @@ def publish(record: TaskRecord, *, producer: Any = None) -> None:
     from celery import current_app
 
     step = settings.IDEMPOTENCY_PUBLISH_TIMEOUT / 3
+    task = current_app.tasks.get(record.task_name)
+    # The task's own choice, as delay() passes it: left unset, send_task subscribes to the result's channel
+    # on the result backend for every call (a round trip, and a subscription the caller never reads).
+    # A task this process does not know keeps Celery's default (unset: the worker's task decides).
+    ignoring: dict[str, Any] = {} if task is None else {"ignore_result": task.ignore_result}
     current_app.send_task(
         record.task_name,
         args=record.args,
@@ -228,6 +253,7 @@ def publish(record: TaskRecord, *, producer: Any = None) -> None:
         priority=broker_priority(record.priority),
         headers={KEY_HEADER: record.key},
         producer=producer,
+        **ignoring,
         retry=True,
         retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": step, "interval_max": step},
     )
