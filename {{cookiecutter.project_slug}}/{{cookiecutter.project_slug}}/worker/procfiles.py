@@ -332,8 +332,8 @@ def kubernetes_documents(registry: tuple[pools.Pool, ...] = pools.POOLS) -> dict
         "data": {
             "DJANGO_SETTINGS_MODULE": f"{PACKAGE}.config.settings.production",
             "RUN_DIR": CONTAINER_RUN_DIR,
-            # KEDA reaches the web service by its Service name.
-            "DJANGO_INTERNAL_HOSTS": f"{PACKAGE}-web",
+            # KEDA reaches the web service by its Service name; the kubelet's probes name localhost (below).
+            "DJANGO_INTERNAL_HOSTS": f"{PACKAGE}-web,localhost",
             # What the RabbitMQ ConfigMap below sets: `manage.py check` compares it with the pools' leases.
             "RABBITMQ_CONSUMER_TIMEOUT": str(pools.consumer_timeout(registry)),
         },
@@ -346,8 +346,9 @@ def kubernetes_documents(registry: tuple[pools.Pool, ...] = pools.POOLS) -> dict
         "data": {"rabbitmq.conf": rabbitmq_conf(registry)},
     }
     # The kubelet's probe names the pod's IP as its Host, which production's ALLOWED_HOSTS refuses (400, and the pod
-    # never turns ready): it names the Service instead, one of DJANGO_INTERNAL_HOSTS above.
-    probe_host = [{"name": "Host", "value": f"{PACKAGE}-web"}]
+    # never turns ready): it names localhost instead, one of DJANGO_INTERNAL_HOSTS above and a valid host name
+    # whatever the slug (Django refuses one with an underscore, as in the Service name of a slug like acme_jobs).
+    probe_host = [{"name": "Host", "value": "localhost"}]
     http_probe = {"httpGet": {"path": "/healthz", "port": 8000, "httpHeaders": probe_host}, "periodSeconds": 10}
     web = _deployment(
         "web",
