@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import shlex
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -15,6 +17,8 @@ from {{ cookiecutter.project_slug }}.worker import procfiles
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 PACKAGE = procfiles.PACKAGE
+#: The slug as Kubernetes names carry it (DNS-1123: no "_").
+K8S = PACKAGE.replace("_", "-")
 
 
 def worker_options(argv: list[str]) -> dict[str, str]:
@@ -152,8 +156,8 @@ def test_a_short_pool_shortens_only_its_own_grace_period():
     grace = {
         name: d["spec"]["template"]["spec"].get("terminationGracePeriodSeconds") for name, d in deployments.items()
     }
-    assert grace[f"{PACKAGE}-worker-test_short"] == 5 + pools.GRACE_MARGIN
-    assert grace[f"{PACKAGE}-worker-reports"] == reports
+    assert grace[f"{K8S}-worker-test-short"] == 5 + pools.GRACE_MARGIN
+    assert grace[f"{K8S}-worker-reports"] == reports
 
 
 def _deployments(documents: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
@@ -163,18 +167,18 @@ def _deployments(documents: dict[str, list[dict[str, Any]]]) -> dict[str, dict[s
 def test_kubernetes_manifests_run_each_pool_with_its_grace_period_and_probe():
     # Rendered whether or not this project keeps k8s/, so the renderer itself stays tested.
     deployments = _deployments(procfiles.kubernetes_documents())
-    assert {f"{PACKAGE}-web", f"{PACKAGE}-beat", f"{PACKAGE}-flower"} <= set(deployments)
+    assert {f"{K8S}-web", f"{K8S}-beat", f"{K8S}-flower"} <= set(deployments)
     commands = {name: d["spec"]["template"]["spec"]["containers"][0]["command"] for name, d in deployments.items()}
     assert_one_worker_per_pool(commands, "k8s")
     for pool in pools.POOLS:
-        spec = deployments[f"{PACKAGE}-worker-{pool.name}"]["spec"]["template"]["spec"]
+        spec = deployments[f"{K8S}-worker-{pool.name.replace('_', '-')}"]["spec"]["template"]["spec"]
         assert spec["terminationGracePeriodSeconds"] == pools.stop_grace_period(pool)
         assert spec["terminationGracePeriodSeconds"] > pool.soft_shutdown_timeout
         (container,) = spec["containers"]
         assert {"name": "REMAP_SIGTERM", "value": "SIGQUIT"} in container["env"]
         probe = container["livenessProbe"]["exec"]["command"]
         assert probe == ["python", "-m", f"{PACKAGE}.worker.heartbeat", "--check", pool.name]
-    assert deployments[f"{PACKAGE}-beat"]["spec"]["strategy"]["type"] == "Recreate"
+    assert deployments[f"{K8S}-beat"]["spec"]["strategy"]["type"] == "Recreate"
     # A Deployment's pods restart a container that exits; Always is the only policy a Deployment accepts.
     assert {d["spec"]["template"]["spec"].get("restartPolicy", "Always") for d in deployments.values()} == {"Always"}
 
@@ -183,7 +187,7 @@ def test_the_web_pods_probes_pass_production_host_validation(client):
     """The kubelet probes /healthz by the pod's IP unless the probe names a Host: production must answer it."""
     documents = procfiles.kubernetes_documents()
     (config,) = [d for d in documents["config.yaml"] if d["kind"] == "ConfigMap" and "RUN_DIR" in d["data"]]
-    web = _deployments(documents)[f"{PACKAGE}-web"]["spec"]["template"]["spec"]["containers"][0]
+    web = _deployments(documents)[f"{K8S}-web"]["spec"]["template"]["spec"]["containers"][0]
     # What config/settings/production.py allows: the public names, plus the names other services use.
     allowed = ["jobs.example.com", *config["data"]["DJANGO_INTERNAL_HOSTS"].split(",")]
     for kind in ("readinessProbe", "livenessProbe"):
@@ -192,6 +196,42 @@ def test_the_web_pods_probes_pass_production_host_validation(client):
         with override_settings(ALLOWED_HOSTS=allowed):
             answer = client.get(probe["path"], HTTP_HOST=host)
         assert answer.status_code == 200, (kind, host, answer.status_code)
+
+
+#: A Kubernetes object name, Service host name or container name: a DNS-1123 label.
+DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+
+
+def _names(document: Any) -> list[str]:
+    """Return every value named "name" in a manifest that names an object or a container (not env or headers)."""
+    found = []
+    if isinstance(document, dict):
+        for key, value in document.items():
+            if key in ("env", "httpHeaders", "secretTargetRef"):
+                continue
+            if key == "name" and isinstance(value, str):
+                found.append(value)
+            found.extend(_names(value))
+    elif isinstance(document, list):
+        for item in document:
+            found.extend(_names(item))
+    return found
+
+
+def test_kubernetes_names_and_the_metrics_host_are_valid_for_a_pool_with_an_underscore(client):
+    """Kubernetes refuses names with "_" (and Django refuses such a host): slug and pool names are spelled with "-"."""
+    registry = (*pools.POOLS, SHORT_POOL)
+    documents = procfiles.kubernetes_documents(registry)
+    names = [name for docs in documents.values() for document in docs for name in _names(document)]
+    assert f"{K8S}-worker-test-short" in names
+    assert [name for name in names if not DNS_LABEL.fullmatch(name)] == []
+    (config,) = [d for d in documents["config.yaml"] if d["kind"] == "ConfigMap" and "RUN_DIR" in d["data"]]
+    allowed = config["data"]["DJANGO_INTERNAL_HOSTS"].split(",")
+    (scaled,) = documents["scaledobject-test_short.yaml"]
+    url = urlsplit(scaled["spec"]["triggers"][0]["metadata"]["url"])
+    with override_settings(ALLOWED_HOSTS=allowed):
+        answer = client.get("/healthz", HTTP_HOST=url.netloc)
+    assert answer.status_code == 200, (url.netloc, answer.status_code)
 
 
 @pytest.mark.skipif(not procfiles.KUBERNETES_MANIFESTS, reason="generated without kubernetes_manifests")
@@ -314,21 +354,21 @@ def test_each_pool_has_a_scaled_object_on_what_it_owes():
     deployments = _deployments(documents)
     (auth,) = documents["scaledobject-auth.yaml"]
     assert auth["spec"]["secretTargetRef"] == [
-        {"parameter": "token", "name": f"{PACKAGE}-secrets", "key": "QUEUE_METRICS_TOKEN"}
+        {"parameter": "token", "name": f"{K8S}-secrets", "key": "QUEUE_METRICS_TOKEN"}
     ]
     for pool in pools.POOLS:
         (scaled,) = documents[f"scaledobject-{pool.name}.yaml"]
         assert unknown_fields(scaled, SCALED_OBJECT_FIELDS) == []
         spec = scaled["spec"]
         deployment = deployments[spec["scaleTargetRef"]["name"]]
-        assert deployment["metadata"]["name"] == f"{PACKAGE}-worker-{pool.name}"
+        assert deployment["metadata"]["name"] == f"{K8S}-worker-{pool.name.replace('_', '-')}"
         assert "replicas" not in deployment["spec"], "the Deployment's replicas would fight the autoscaler"
         assert (spec["minReplicaCount"], spec["maxReplicaCount"]) == (pool.min_replicas, pool.max_replicas)
         (trigger,) = spec["triggers"]
         assert trigger["type"] == "metrics-api"
         assert set(trigger["metadata"]) <= METRICS_API_METADATA
         assert all(isinstance(v, str) for v in trigger["metadata"].values()), "KEDA metadata values are strings"
-        assert trigger["metadata"]["url"] == f"http://{PACKAGE}-web:{procfiles.WEB_PORT}/api/queues/owed"
+        assert trigger["metadata"]["url"] == f"http://{K8S}-web:{procfiles.WEB_PORT}/api/queues/owed"
         assert trigger["metadata"]["valueLocation"] == f"owed.{pool.queue}"
         assert trigger["authenticationRef"] == {"name": auth["metadata"]["name"]}
         # Scale-down takes one pod per grace period, so a leaving pod is never killed before its soft shutdown ends.

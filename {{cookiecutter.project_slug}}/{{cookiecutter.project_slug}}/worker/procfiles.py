@@ -211,16 +211,28 @@ def compose_document(registry: tuple[pools.Pool, ...] = pools.POOLS) -> dict[str
     return {"services": services, "volumes": {"pgdata": {}, "redisdata": {}, "rabbitmqdata": {}, "s3data": {}}}
 
 
+def kubernetes_name(*parts: str) -> str:
+    """Return the Kubernetes name of a project resource: the slug and ``parts``, joined by "-", with "-" for "_".
+
+    Kubernetes names (and the Services' host names) are DNS-1123 labels: lowercase letters, digits and "-" only,
+    so a slug like ``acme_jobs`` or a pool like ``bulk_mail`` must not reach them as they are.
+    """
+    return "-".join(part.replace("_", "-") for part in (PACKAGE, *parts))
+
+
 def _labels(component: str) -> dict[str, str]:
-    return {"app.kubernetes.io/name": PACKAGE, "app.kubernetes.io/component": component}
+    return {"app.kubernetes.io/name": kubernetes_name(), "app.kubernetes.io/component": component.replace("_", "-")}
 
 
 def _deployment(component: str, container: dict[str, Any], **spec: Any) -> dict[str, Any]:
     """Return a Deployment of one container of the project's image, configured from the ConfigMap and Secret."""
     container = {
-        "name": component,
+        "name": component.replace("_", "-"),
         "image": IMAGE,
-        "envFrom": [{"configMapRef": {"name": f"{PACKAGE}-config"}}, {"secretRef": {"name": f"{PACKAGE}-secrets"}}],
+        "envFrom": [
+            {"configMapRef": {"name": kubernetes_name("config")}},
+            {"secretRef": {"name": kubernetes_name("secrets")}},
+        ],
         **container,
         "volumeMounts": [{"name": "run", "mountPath": CONTAINER_RUN_DIR}],
     }
@@ -228,7 +240,7 @@ def _deployment(component: str, container: dict[str, Any], **spec: Any) -> dict[
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": f"{PACKAGE}-{component}", "labels": _labels(component)},
+        "metadata": {"name": kubernetes_name(component), "labels": _labels(component)},
         "spec": {
             "replicas": 1,
             "selector": {"matchLabels": _labels(component)},
@@ -241,7 +253,7 @@ def _service(component: str, port: int) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": {"name": f"{PACKAGE}-{component}", "labels": _labels(component)},
+        "metadata": {"name": kubernetes_name(component), "labels": _labels(component)},
         "spec": {"selector": _labels(component), "ports": [{"port": port, "targetPort": port}]},
     }
 
@@ -270,7 +282,7 @@ def scaled_object(pool: pools.Pool) -> dict[str, Any]:
     broker itself) with KEDA's metrics-api scaler: a Redis list length alone misses the messages workers have
     reserved, and the pool would shrink while busy. One replica is wanted per ``scale_target`` messages owed.
     """
-    deployment = f"{PACKAGE}-worker-{pool.name}"
+    deployment = kubernetes_name("worker", pool.name)
     return {
         "apiVersion": "keda.sh/v1alpha1",
         "kind": "ScaledObject",
@@ -297,14 +309,14 @@ def scaled_object(pool: pools.Pool) -> dict[str, Any]:
                 {
                     "type": "metrics-api",
                     "metadata": {
-                        "url": f"http://{PACKAGE}-web:{WEB_PORT}/api/queues/owed",
+                        "url": f"http://{kubernetes_name('web')}:{WEB_PORT}/api/queues/owed",
                         "valueLocation": f"owed.{pool.queue}",
                         "format": "json",
                         "targetValue": str(pool.scale_target),
                         "activationTargetValue": "0",
                         "authMode": "bearer",
                     },
-                    "authenticationRef": {"name": f"{PACKAGE}-queue-metrics"},
+                    "authenticationRef": {"name": kubernetes_name("queue-metrics")},
                 }
             ],
         },
@@ -316,9 +328,11 @@ def trigger_authentication() -> dict[str, Any]:
     return {
         "apiVersion": "keda.sh/v1alpha1",
         "kind": "TriggerAuthentication",
-        "metadata": {"name": f"{PACKAGE}-queue-metrics", "labels": _labels("autoscaling")},
+        "metadata": {"name": kubernetes_name("queue-metrics"), "labels": _labels("autoscaling")},
         "spec": {
-            "secretTargetRef": [{"parameter": "token", "name": f"{PACKAGE}-secrets", "key": "QUEUE_METRICS_TOKEN"}]
+            "secretTargetRef": [
+                {"parameter": "token", "name": kubernetes_name("secrets"), "key": "QUEUE_METRICS_TOKEN"}
+            ]
         },
     }
 
@@ -328,12 +342,12 @@ def kubernetes_documents(registry: tuple[pools.Pool, ...] = pools.POOLS) -> dict
     config = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": {"name": f"{PACKAGE}-config", "labels": _labels("config")},
+        "metadata": {"name": kubernetes_name("config"), "labels": _labels("config")},
         "data": {
             "DJANGO_SETTINGS_MODULE": f"{PACKAGE}.config.settings.production",
             "RUN_DIR": CONTAINER_RUN_DIR,
             # KEDA reaches the web service by its Service name; the kubelet's probes name localhost (below).
-            "DJANGO_INTERNAL_HOSTS": f"{PACKAGE}-web,localhost",
+            "DJANGO_INTERNAL_HOSTS": f"{kubernetes_name('web')},localhost",
             # What the RabbitMQ ConfigMap below sets: `manage.py check` compares it with the pools' leases.
             "RABBITMQ_CONSUMER_TIMEOUT": str(pools.consumer_timeout(registry)),
         },
@@ -342,12 +356,12 @@ def kubernetes_documents(registry: tuple[pools.Pool, ...] = pools.POOLS) -> dict
     rabbitmq = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": {"name": f"{PACKAGE}-rabbitmq-conf", "labels": _labels("rabbitmq")},
+        "metadata": {"name": kubernetes_name("rabbitmq-conf"), "labels": _labels("rabbitmq")},
         "data": {"rabbitmq.conf": rabbitmq_conf(registry)},
     }
     # The kubelet's probe names the pod's IP as its Host, which production's ALLOWED_HOSTS refuses (400, and the pod
     # never turns ready): it names localhost instead, one of DJANGO_INTERNAL_HOSTS above and a valid host name
-    # whatever the slug (Django refuses one with an underscore, as in the Service name of a slug like acme_jobs).
+    # whatever the Service is called.
     probe_host = [{"name": "Host", "value": "localhost"}]
     http_probe = {"httpGet": {"path": "/healthz", "port": 8000, "httpHeaders": probe_host}, "periodSeconds": 10}
     web = _deployment(
@@ -366,7 +380,7 @@ def kubernetes_documents(registry: tuple[pools.Pool, ...] = pools.POOLS) -> dict
     migrate = {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {"name": f"{PACKAGE}-migrate", "labels": _labels("migrate")},
+        "metadata": {"name": kubernetes_name("migrate"), "labels": _labels("migrate")},
         "spec": {
             "backoffLimit": 3,
             "template": {
