@@ -168,6 +168,7 @@ DEMO_INDEPENDENT = (
     "tests/worker/test_routing.py",
     "tests/worker/test_flower.py",
     "tests/worker/test_brokerfiles.py",
+    "tests/worker/test_rabbitmq_cluster.py",
 )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import os
 import shutil
@@ -562,6 +563,7 @@ def rabbitmq_cluster(workdir: Path, size: int = 3) -> Iterator[list[RabbitNode]]
             node.ctl("start_app")
         yield nodes
     finally:
-        for node in nodes:
-            node.stop()
+        # Stopped together as well: one by one, each node waits for the others' quorum members in turn.
+        with concurrent.futures.ThreadPoolExecutor(len(nodes)) as stopping:
+            list(stopping.map(RabbitNode.stop, nodes))
         nodes[0].stop_port_mapper()

@@ -1,6 +1,6 @@
 """Three RabbitMQ nodes on one machine: stop the quorum queue's leader under load, and nothing is lost or doubled.
 
-Marked ``cluster``: it runs with ``make test-cluster``, not ``make test`` (three nodes cost CI time).
+Marked ``cluster``: ``make test-cluster`` runs it alone; ``make test`` runs it with the rest.
 """
 
 from __future__ import annotations
