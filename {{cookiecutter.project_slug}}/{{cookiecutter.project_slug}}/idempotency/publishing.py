@@ -10,7 +10,8 @@ from functools import partial
 from typing import Any
 
 from django.conf import settings
-from django.db import router, transaction
+from django.db import connections, router, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models.constants import OnConflict
 from django.utils import timezone
 
@@ -120,14 +121,54 @@ def enqueue_record(call: Call) -> tuple[TaskRecord, bool]:
         return _enqueue_record(call, candidate, using)
 
 
+#: Every column of the row, in the order of the placeholders of :func:`_insert_statement`.
+_INSERTED_FIELDS = tuple(f for f in TaskRecord._meta.concrete_fields if not f.generated)
+#: The statement text by database vendor, built once.
+_INSERT_STATEMENTS: dict[str, str] = {}
+
+
+def _insert_statement(connection: BaseDatabaseWrapper) -> str:
+    """Return the ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` of one row for ``connection``'s database.
+
+    Django's insert compiler builds the same text again for every call, about half a millisecond of Python
+    (a fifth of a ``delay()``), and ``enqueue()`` is on the path of every request that starts a task.
+    """
+    statement = _INSERT_STATEMENTS.get(connection.vendor)
+    if statement is None:
+        quote = connection.ops.quote_name
+        columns = ", ".join(quote(str(f.column)) for f in _INSERTED_FIELDS)
+        placeholders = ", ".join(["%s"] * len(_INSERTED_FIELDS))
+        table, pk = quote(TaskRecord._meta.db_table), quote(str(TaskRecord._meta.get_field("id").column))
+        # Only the model's own quoted names go into the text; every value is a bound parameter.
+        statement = (
+            f"INSERT INTO {table} ({columns}) VALUES ({placeholders}) "  # noqa: S608
+            f"ON CONFLICT DO NOTHING RETURNING {pk}"
+        )
+        _INSERT_STATEMENTS[connection.vendor] = statement
+    return statement
+
+
+def _insert_if_absent(candidate: TaskRecord, using: str) -> bool:
+    """Insert ``candidate`` unless a row has its key (two callers racing on one key create one row)."""
+    connection = connections[using]
+    if connection.vendor not in ("postgresql", "sqlite") or not connection.features.can_return_columns_from_insert:
+        inserted = TaskRecord._base_manager.using(using)._insert(  # type: ignore[attr-defined]
+            [candidate],
+            fields=list(_INSERTED_FIELDS),
+            returning_fields=[TaskRecord._meta.pk],
+            using=using,
+            on_conflict=OnConflict.IGNORE,
+        )
+        return bool(inserted)
+    # The values as the compiler prepares them (JSON, UUID and datetime adaptation per backend).
+    values = [f.get_db_prep_save(f.pre_save(candidate, True), connection) for f in _INSERTED_FIELDS]
+    with connection.cursor() as cursor:
+        cursor.execute(_insert_statement(connection), values)
+        return cursor.fetchone() is not None
+
+
 def _enqueue_record(call: Call, candidate: TaskRecord, using: str) -> tuple[TaskRecord, bool]:
-    # INSERT ... ON CONFLICT DO NOTHING: two callers racing on one key create one row.
-    meta = TaskRecord._meta
-    fields = [f for f in meta.concrete_fields if not f.generated]
-    inserted = TaskRecord._base_manager.using(using)._insert(  # type: ignore[attr-defined]
-        [candidate], fields=fields, returning_fields=[meta.pk], using=using, on_conflict=OnConflict.IGNORE
-    )
-    if inserted:
+    if _insert_if_absent(candidate, using):
         candidate._state.adding, candidate._state.db = False, using
         record = candidate
     else:  # the key's row exists (or the backend returns no rows: then it is this one)
