@@ -92,7 +92,9 @@ def test_kubernetes_manifests_only_when_chosen(bake, combination):
     manifests = sorted(p.name for p in (project.path / "k8s").glob("*.yaml"))
     if project.context.get("kubernetes_manifests") == "y":
         assert {"kustomization.yaml", "web.yaml", "beat.yaml", "flower.yaml", "worker-images.yaml"} <= set(manifests)
-        assert f"{project.slug}-worker-reports" in (project.path / "k8s" / "worker-reports.yaml").read_text()
+        # Kubernetes names spell the slug with "-" for "_" (DNS-1123).
+        deployment = f"name: {project.slug.replace('_', '-')}-worker-reports"
+        assert deployment in (project.path / "k8s" / "worker-reports.yaml").read_text()
     else:
         assert not (project.path / "k8s").exists()
         assert "KUBERNETES_MANIFESTS = False" in (project.path / project.slug / "worker" / "procfiles.py").read_text()
