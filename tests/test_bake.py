@@ -171,6 +171,10 @@ DEMO_INDEPENDENT = (
     "tests/worker/test_flower.py",
     "tests/worker/test_brokerfiles.py",
     "tests/worker/test_rabbitmq_cluster.py",
+    "tests/worker/test_rabbitmq.py",
+    "tests/worker/test_sentinel.py",
+    "tests/worker/test_heartbeat.py",
+    "tests/worker/test_beat.py",
 )
 
 
