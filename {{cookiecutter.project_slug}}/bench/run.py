@@ -2,6 +2,7 @@
 
 uv run python -m bench.run                     # every scenario, full size
 uv run python -m bench.run --only throughput --count 500 --repeats 1
+uv run python -m bench.run --only uploads --out /tmp/uploads.md      # one scenario, its own report
 uv run python -m bench.run --broker rabbitmq --only throughput --only enqueue --append   # RabbitMQ, same report
 """
 
@@ -17,17 +18,18 @@ from typing import Any
 
 from . import harness
 
-SCENARIOS = ("roundtrips", "throughput", "enqueue", "payloads", "sse", "shutdown", "republish")
+SCENARIOS = ("roundtrips", "throughput", "enqueue", "payloads", "uploads", "sse", "shutdown", "republish")
 
 
 def _runners(args: argparse.Namespace) -> dict[str, Callable[[harness.Stack], Any]]:
-    from . import payloads, republish, roundtrips, shutdown, sse, throughput
+    from . import payloads, republish, roundtrips, shutdown, sse, throughput, uploads
 
     return {
         "roundtrips": lambda s: roundtrips.roundtrips(s, args.roundtrip_count),
         "throughput": lambda s: throughput.throughput(s, args.count, args.repeats),
         "enqueue": lambda s: throughput.enqueue_latency(s, args.latency_count),
         "payloads": lambda s: payloads.payloads(s, args.payload_tasks, args.payload_mb, args.repeats),
+        "uploads": lambda s: uploads.upload_start(s, args.upload_count),
         "sse": lambda s: sse.sse(s, args.streams),
         "shutdown": lambda s: shutdown.shutdown(s, args.repeats),
         "republish": lambda s: republish.republish(s, args.backlog),
@@ -69,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-count", type=int, default=2000, help="enqueues per kind for latency")
     parser.add_argument("--payload-tasks", type=int, default=100)
     parser.add_argument("--payload-mb", type=float, default=5.0)
+    parser.add_argument("--upload-count", type=int, default=50, help="POST /api/jobs per upload size")
     parser.add_argument("--streams", type=int, default=1000, help="concurrent SSE streams")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--backlog", type=int, default=10_000, help="queued idempotent tasks for republish")
@@ -95,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     meta["broker"] = args.broker
     meta["parameters"] = (
         f"count={args.count}, latency-count={args.latency_count}, payloads={args.payload_tasks}x{args.payload_mb} MB, "
-        f"streams={args.streams}, repeats={args.repeats}"
+        f"uploads={args.upload_count} per size, streams={args.streams}, repeats={args.repeats}"
     )
     report = render(meta, results, time.monotonic() - started)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -80,3 +80,11 @@ def consume_payload_claimcheck(payload: Any) -> int:
     """Count one completion of a task whose large payload travelled as a claim-check reference."""
     _redis().incr(DONE_KEY)
     return len(payload)
+
+
+@shared_task(base=IdempotentTask, worker_pool=DEFAULT, ignore_result=True)
+def read_upload(*, upload: str) -> int:
+    """Read an uploaded file to the end (its pin and size checked); return its size: the bench's job kind."""
+    from {{ cookiecutter.project_slug }} import claimcheck
+
+    return len(claimcheck.read_bytes(claimcheck.Reference.from_token(upload)))

@@ -6,15 +6,21 @@ import hashlib
 import io
 import os
 import time
+import uuid
+from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 import urllib3
 from django.core import signing
+from django.core.files.storage import FileSystemStorage
 from django.urls import reverse
 
+from {{ cookiecutter.project_slug }}.claimcheck import base as claimcheck_base
 from {{ cookiecutter.project_slug }}.claimcheck import blobs, uploads
-from {{ cookiecutter.project_slug }}.claimcheck.exceptions import UploadRejectedError
+from {{ cookiecutter.project_slug }}.claimcheck.exceptions import BlobCorruptError, InvalidReferenceError, UploadRejectedError
+from {{ cookiecutter.project_slug }}.claimcheck.references import SALT, Reference
 
 KB = 1024
 
@@ -50,8 +56,10 @@ def test_upload_complete_and_download(claimcheck_backend, base_url):
 
     reference = uploads.complete_upload(form.ticket)
     assert (reference.key, reference.size, reference.content_type) == (form.key, len(data), "text/csv")
-    assert reference.sha256 == hashlib.sha256(data).hexdigest()
+    # Pinned, not hashed: the worker that reads it checks the pin (and the size) instead.
+    assert (reference.sha256, reference.pin) == (None, blobs.stat_object(form.key).pin)
     assert blobs.read_bytes(reference) == data
+    assert hashlib.sha256(blobs.read_bytes(reference)).hexdigest() == hashlib.sha256(data).hexdigest()
 
     download = urllib3.request("GET", base_url + uploads.download_url(reference), timeout=30, retries=False)
     assert download.status == 200
@@ -184,3 +192,80 @@ def test_tokens_are_not_interchangeable(claimcheck_backend):
     form = uploads.create_upload(content_type="text/csv")
     with pytest.raises(signing.BadSignature):
         signing.loads(form.ticket, salt=uploads.POLICY_SALT)
+
+
+def test_completion_reads_none_of_the_uploaded_bytes(claimcheck_backend, base_url, monkeypatch, request):
+    form = uploads.create_upload(content_type="text/csv", max_size=256 * KB)
+    data = os.urandom(200 * KB)
+    assert post_form(form, base_url, data).status == 204
+    storage = blobs.get_storage()
+    calls: list[str] = []
+    if blobs.is_s3(storage):
+        # Every request the storage's client sends, by S3 operation: a GetObject would be a download.
+        events = storage.connection.meta.client.meta.events
+
+        def count(model, **kwargs):
+            calls.append(model.name)
+
+        events.register("before-call.s3", count, unique_id="count-calls")
+        request.addfinalizer(lambda: events.unregister("before-call.s3", unique_id="count-calls"))
+    else:
+        assert isinstance(storage, FileSystemStorage)
+        real_open = storage.open
+
+        def counting_open(name: str, mode: str = "rb") -> Any:
+            calls.append(f"open {name}")
+            return real_open(name, mode)
+
+        monkeypatch.setattr(storage, "open", counting_open)
+    reference = uploads.complete_upload(form.ticket)
+    assert reference.size == len(data)
+    assert calls == (["HeadObject"] if claimcheck_backend.kind == "s3" else [])
+    # The reader is what opens the object, once.
+    assert blobs.read_bytes(reference) == data
+    assert calls[-1] == ("GetObject" if claimcheck_backend.kind == "s3" else f"open {form.key}")
+
+
+def test_an_object_uploaded_again_after_completion_is_refused_when_read(claimcheck_backend, base_url):
+    form = uploads.create_upload(content_type="text/csv", max_size=KB)
+    assert post_form(form, base_url, b"id\n1\n").status == 204
+    reference = uploads.complete_upload(form.ticket)
+    replace_upload(claimcheck_backend, form, base_url, b"id\n2\n")  # same size, other bytes
+    with pytest.raises(BlobCorruptError, match=r"changed after its reference was taken.*uploaded again"):
+        blobs.read_bytes(reference)
+    # Refused when opened, before a byte is handed out (the local download view streams what open_blob gives).
+    with pytest.raises(BlobCorruptError, match="changed after its reference was taken"):
+        blobs.open_blob(reference)
+
+
+def replace_upload(backend, form: uploads.UploadForm, base: str, data: bytes) -> None:
+    """Put other bytes at an upload's key after its completion: a second POST of the form, as a client can."""
+    response = post_form(form, base, data)
+    if backend.kind == "s3":
+        assert response.status == 204  # S3 takes a form until it expires
+        return
+    assert response.status == 409  # the local view writes a key once: replace the file behind its back
+    path = Path(blobs.get_storage().path(form.key))
+    spare = path.with_name(path.name + ".new")
+    spare.write_bytes(data)
+    spare.replace(path)
+
+
+def test_pinned_and_hashed_references_round_trip_and_refuse_a_mix():
+    pinned = Reference(key=f"uploads/{uuid.uuid4()}", size=3, pin="etag:0123abc", content_type="text/csv")
+    assert Reference.from_token(pinned.sign()) == pinned
+    hashed = Reference(key=f"args/{uuid.uuid4()}", size=3, sha256="0" * 64)
+    assert "pin" not in signing.loads(hashed.sign(), salt=SALT)  # the same token as before pins existed
+    with pytest.raises(InvalidReferenceError, match="exactly one"):
+        Reference(key=pinned.key, size=3, sha256="0" * 64, pin="etag:0123abc")
+    with pytest.raises(InvalidReferenceError, match="exactly one"):
+        Reference(key=pinned.key, size=3)
+    with pytest.raises(InvalidReferenceError, match="pin 'md5:x' is refused"):
+        Reference(key=pinned.key, size=3, pin="md5:x")
+    # A forged pin (another object's ETag) cannot be signed without the project secret.
+    forged = signing.dumps({**signing.loads(pinned.sign(), salt=SALT), "pin": "etag:other"}, key="guess", salt=SALT)
+    with pytest.raises(InvalidReferenceError, match="forged or altered"):
+        Reference.from_token(forged)
+    # An argument set is identified by its sha256: a pinned reference is not accepted as one.
+    with pytest.raises(InvalidReferenceError, match="carries a pin"):
+        claimcheck_base.payload_identity((), pinned.envelope())

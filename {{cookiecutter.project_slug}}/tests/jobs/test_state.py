@@ -7,9 +7,13 @@ import gc
 import json
 import os
 import signal
+import urllib.error
+import urllib.request
 import uuid
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -25,7 +29,7 @@ from {{ cookiecutter.project_slug }}.jobs.models import Job
 from {{ cookiecutter.project_slug }}.jobs.views import event_stream
 
 from support.servers import wait_until
-from support.web import parse_events
+from support.web import multipart, parse_events
 from tests.tasks import idempotency as effects
 
 pytestmark = pytest.mark.django_db(transaction=True)  # cancel deletes on commit; the stream reads from a thread
@@ -203,3 +207,73 @@ def test_a_job_whose_worker_is_lost_says_so_while_it_waits_for_its_retry(client_
     assert lost["waiting"]["reason"] == "worker_lost"
     assert lost["note"].startswith("worker lost: retrying (attempt 2 of ")
     assert lost["error"]["name"] == "LeaseExpired"
+
+
+def _post_upload(client: Client, form: dict[str, Any], data: bytes) -> int:
+    """Send ``data`` to an upload form as the browser does; return the HTTP status."""
+    body, content_type = multipart(form["fields"], "lines.csv", data, "text/csv")
+    url = urlsplit(form["url"])
+    if url.hostname == "testserver":  # the local-disk upload view
+        return client.post(f"{url.path}?{url.query}", body, content_type=content_type).status_code
+    request = urllib.request.Request(form["url"], data=body, headers={"Content-Type": content_type})  # noqa: S310
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def _final_state(client: Client, job_id: str) -> dict[str, Any]:
+    states: list[dict[str, Any]] = []
+
+    def final() -> bool:
+        states.append(client.get(f"/api/jobs/{job_id}").json())
+        return bool(states[-1]["final"])
+
+    wait_until(final, 60, f"job {job_id} to finish")
+    return states[-1]
+
+
+@pytest.mark.workers
+@pytest.mark.timeout(120)
+def test_an_upload_posted_again_after_its_job_started_fails_the_job_naming_the_change(
+    claimcheck_backend, client_alice, start_worker
+):
+    upload = {"kind": "lines", "filename": "lines.csv", "content_type": "text/csv", "size": 100}
+    changed = client_alice.post("/api/uploads", upload, content_type="application/json").json()
+    assert _post_upload(client_alice, changed, b"a\nb\nc\n") == 204
+    started = client_alice.post(
+        "/api/jobs", {"kind": "lines", "upload": changed["upload"]}, content_type="application/json"
+    )
+    assert started.status_code == 202, started.content
+    job_id = started.json()["id"]
+    # The same upload started again is the same job, as before.
+    again = client_alice.post(
+        "/api/jobs", {"kind": "lines", "upload": changed["upload"]}, content_type="application/json"
+    )
+    assert again.json()["id"] == job_id
+    # Other bytes of the same size after the job took its reference: S3 takes the form again until it
+    # expires; the local view refuses (409), so the file is replaced behind its back.
+    status = _post_upload(client_alice, changed, b"x\ny\nz\n")
+    if claimcheck_backend.kind == "local":
+        assert status == 409
+        path = Path(blobs.get_storage().path(changed["fields"]["key"]))
+        spare = path.with_name(path.name + ".new")
+        spare.write_bytes(b"x\ny\nz\n")
+        spare.replace(path)
+    else:
+        assert status == 204
+    kept = client_alice.post("/api/uploads", upload, content_type="application/json").json()
+    assert _post_upload(client_alice, kept, b"1\n2\n") == 204
+    untouched = client_alice.post(
+        "/api/jobs", {"kind": "lines", "upload": kept["upload"]}, content_type="application/json"
+    )
+
+    start_worker("default", env=claimcheck_backend.env)
+    failed = _final_state(client_alice, job_id)
+    assert (failed["status"], failed["attempts"]["made"]) == ("failed", 1), failed  # permanent: not retried
+    assert failed["error"]["name"] == "BlobCorruptError"
+    assert "changed after its reference was taken" in failed["error"]["message"]
+    assert "uploaded again to the same form" in failed["error"]["message"]
+    succeeded = _final_state(client_alice, untouched.json()["id"])
+    assert (succeeded["status"], succeeded["result"]) == ("succeeded", {"lines": 2}), succeeded

@@ -76,7 +76,14 @@ def discard_arguments(args: Any, kwargs: Any) -> None:
 def arguments_reference(args: Any, kwargs: Any) -> Reference | None:
     """Return the verified reference of an offloaded argument set, or None when the arguments travelled inline."""
     if not args and isinstance(kwargs, dict) and is_envelope(kwargs):
-        return from_envelope(kwargs)
+        reference = from_envelope(kwargs)
+        if reference.sha256 is None:
+            # The sha256 is the argument set's identity (payload_identity); only an upload is pinned instead.
+            raise InvalidReferenceError(
+                f"claim-check argument blob {reference.key!r} carries a pin, not a sha256: "
+                "only blobs stored by offload_arguments() are accepted as an argument set"
+            )
+        return reference
     return None
 
 

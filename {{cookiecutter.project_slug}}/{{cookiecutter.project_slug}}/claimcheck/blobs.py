@@ -11,6 +11,7 @@ import os
 import posixpath
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeGuard, cast
@@ -193,7 +194,8 @@ class BlobReader(io.RawIOBase):
                 f"claim-check blob {ref.key!r} has {self._size} bytes; its reference recorded {ref.size}"
             )
         digest = self._hash.hexdigest()
-        if digest != ref.sha256:
+        # A pinned upload has no sha256 to compare: its pin was checked when it was opened (_open_raw).
+        if ref.sha256 is not None and digest != ref.sha256:
             raise BlobCorruptError(
                 f"claim-check blob {ref.key!r} has sha256 {digest}; its reference recorded {ref.sha256}"
             )
@@ -212,8 +214,66 @@ def _missing(reference: Reference) -> BlobMissingError:
     )
 
 
-def _open_raw(key: str, missing: Callable[[], Exception], expected_size: int | None = None) -> Any:
-    """Open the stored object at ``key`` for streaming; raise ``missing()`` when it is not there."""
+def etag_pin(etag: str) -> str:
+    """Return the pin of an S3 object with this ETag (as S3 sends it, quoted)."""
+    return "etag:" + etag.strip('"')
+
+
+def file_pin(stat: os.stat_result) -> str:
+    """Return the pin of a local file with this ``os.stat`` result."""
+    return f"file:{stat.st_ino}:{stat.st_mtime_ns}"
+
+
+@dataclass(frozen=True)
+class ObjectState:
+    """What storage says about an object without reading it: size, content type (S3 only) and pin."""
+
+    size: int
+    content_type: str | None
+    #: None when the storage can tell neither an ETag nor a file's inode and mtime.
+    pin: str | None
+
+
+def stat_object(key: str) -> ObjectState:
+    """Return the size, content type and pin of the object at ``key`` (one HEAD or ``stat``, no bytes read)."""
+    storage = get_storage()
+    missing = BlobMissingError(f"no claim-check object is stored at {key!r}")
+    if is_s3(storage):
+        from botocore.exceptions import ClientError
+
+        try:
+            head = storage.connection.meta.client.head_object(Bucket=storage.bucket_name, Key=object_key(storage, key))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                raise missing from None
+            raise
+        return ObjectState(int(head["ContentLength"]), head.get("ContentType", ""), etag_pin(head["ETag"]))
+    if isinstance(storage, FileSystemStorage):
+        try:
+            stat = os.stat(storage.path(check_key(key)))
+        except FileNotFoundError:
+            raise missing from None
+        return ObjectState(stat.st_size, None, file_pin(stat))
+    if not storage.exists(check_key(key)):
+        raise missing
+    return ObjectState(storage.size(key), None, None)
+
+
+def _changed(key: str, now: str, pinned: str) -> BlobCorruptError:
+    return BlobCorruptError(
+        f"claim-check blob {key!r} changed after its reference was taken: it is {now} now, the reference pinned "
+        f"{pinned} (uploaded again to the same form, or replaced); start again from a new upload"
+    )
+
+
+def _open_raw(
+    key: str, missing: Callable[[], Exception], expected_size: int | None = None, pin: str | None = None
+) -> Any:
+    """Open the stored object at ``key`` for streaming; raise ``missing()`` when it is not there.
+
+    With ``pin``, the object opened must be the pinned one: the ETag S3 sends with the body it streams,
+    or the ``fstat`` of the open file, so no write between the check and the read can slip through.
+    """
     storage = get_storage()
     if is_s3(storage):
         from botocore.exceptions import ClientError
@@ -232,20 +292,35 @@ def _open_raw(key: str, missing: Callable[[], Exception], expected_size: int | N
                 f"claim-check blob {key!r} has {response['ContentLength']} bytes; "
                 f"its reference recorded {expected_size}"
             )
+        if pin is not None and etag_pin(response["ETag"]) != pin:
+            response["Body"].close()
+            raise _changed(key, etag_pin(response["ETag"]), pin)
         return response["Body"]
     try:
-        return storage.open(check_key(key), "rb")
+        raw = storage.open(check_key(key), "rb")
     except FileNotFoundError:
         raise missing() from None
+    if pin is not None:
+        stat = os.fstat(raw.fileno())
+        if expected_size is not None and stat.st_size != expected_size:
+            raw.close()
+            raise BlobCorruptError(
+                f"claim-check blob {key!r} has {stat.st_size} bytes; its reference recorded {expected_size}"
+            )
+        if file_pin(stat) != pin:
+            raw.close()
+            raise _changed(key, file_pin(stat), pin)
+    return raw
 
 
 def open_blob(reference: Reference) -> BlobReader:
-    """Open a blob for streaming; reading it to the end verifies size and sha256."""
+    """Open a blob for streaming; reading it to the end verifies size and sha256 (or its pin, when opened)."""
     if not isinstance(reference, Reference):
         raise ClaimCheckError(
             f"open_blob() takes a Reference, got {type(reference).__name__}: use Reference.from_token()"
         )
-    return BlobReader(reference, _open_raw(reference.key, lambda: _missing(reference), reference.size))
+    raw = _open_raw(reference.key, lambda: _missing(reference), reference.size, reference.pin)
+    return BlobReader(reference, raw)
 
 
 def sha256_of(key: str) -> str:

@@ -24,6 +24,8 @@ _UUID4 = r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
 PREFIX_RE = re.compile(rf"{_SEGMENT}(?:/{_SEGMENT})*")
 KEY_RE = re.compile(rf"(?:{_SEGMENT}/)+{_UUID4}")
 SHA256_RE = re.compile(r"[0-9a-f]{64}")
+#: An upload's pin: its S3 ETag (quotes dropped), or the inode and nanosecond mtime of its local file.
+PIN_RE = re.compile(r"etag:[\x21\x23-\x7e]{1,128}|file:[0-9]{1,20}:[0-9]{1,20}")
 CONTENT_TYPE_RE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}")
 
 
@@ -61,16 +63,26 @@ def check_content_type(content_type: object) -> str:
     return content_type
 
 
+#: Fields every signed reference holds, beside exactly one of ``sha256`` and ``pin``.
+_COMMON_FIELDS = frozenset({"key", "size", "content_type", "storage", "version"})
+
+
 @dataclass(frozen=True)
 class Reference:
-    """Where a blob is and what it must be: storage alias, key, size and sha256, content type."""
+    """Where a blob is and what it must be: storage alias, key, size, content type, and its sha256 or pin.
+
+    A blob this project stored carries the sha256 it computed while storing it. A browser upload carries
+    a ``pin`` instead: its S3 ETag or its local file's inode and mtime, read without reading the bytes
+    (``complete_upload``); reading it checks that the object is still the pinned one.
+    """
 
     key: str
     size: int
-    sha256: str
+    sha256: str | None = None
     content_type: str = "application/octet-stream"
     storage: str = "claimcheck"
     version: int = VERSION
+    pin: str | None = None
 
     def __post_init__(self) -> None:
         if self.version != VERSION:
@@ -84,13 +96,25 @@ class Reference:
         check_key(self.key)
         if not isinstance(self.size, int) or isinstance(self.size, bool) or self.size < 0:
             raise InvalidReferenceError(f"claim-check reference size {self.size!r} is not a byte count")
-        if not isinstance(self.sha256, str) or not SHA256_RE.fullmatch(self.sha256):
+        if (self.sha256 is None) == (self.pin is None):
+            raise InvalidReferenceError(
+                f"claim-check reference {self.key!r} has sha256 {self.sha256!r} and pin {self.pin!r}; "
+                "exactly one of them is accepted"
+            )
+        if self.sha256 is not None and (not isinstance(self.sha256, str) or not SHA256_RE.fullmatch(self.sha256)):
             raise InvalidReferenceError(f"claim-check reference sha256 {self.sha256!r} is not 64 lowercase hex digits")
+        if self.pin is not None and (not isinstance(self.pin, str) or not PIN_RE.fullmatch(self.pin)):
+            raise InvalidReferenceError(
+                f"claim-check reference pin {self.pin!r} is refused; "
+                "accepted: 'etag:<ETag>' or 'file:<inode>:<mtime ns>'"
+            )
         check_content_type(self.content_type)
 
     def sign(self) -> str:
         """Return this reference as a signed token safe to carry in a message."""
-        return signing.dumps(asdict(self), salt=SALT, compress=False)
+        # The unset one of sha256 and pin is left out: a stored blob's token is the same as before pins existed.
+        fields = {name: value for name, value in asdict(self).items() if name in _COMMON_FIELDS or value is not None}
+        return signing.dumps(fields, salt=SALT, compress=False)
 
     def envelope(self) -> dict[str, str]:
         """Return the JSON envelope that stands for the blob inside a message or result."""
@@ -111,10 +135,11 @@ class Reference:
                 "claim-check reference signature does not match: the reference was forged or altered "
                 "(or signed with another DJANGO_SECRET_KEY)"
             ) from None
-        expected = {"key", "size", "sha256", "content_type", "storage", "version"}
-        if not isinstance(fields, dict) or set(fields) != expected:
+        accepted = (_COMMON_FIELDS | {"sha256"}, _COMMON_FIELDS | {"pin"})
+        if not isinstance(fields, dict) or set(fields) not in accepted:
             raise InvalidReferenceError(
-                f"claim-check token holds {fields!r}, not a reference with fields {sorted(expected)}"
+                f"claim-check token holds {fields!r}, not a reference with fields {sorted(accepted[0])} "
+                f"or {sorted(accepted[1])}"
             )
         return cls(**fields)
 

@@ -15,7 +15,7 @@ from django.http import HttpRequest
 from django.urls import reverse
 
 from . import blobs
-from .exceptions import InvalidReferenceError, UploadRejectedError
+from .exceptions import BlobMissingError, InvalidReferenceError, UploadRejectedError
 from .references import Reference, check_content_type, check_key, storage_alias
 
 #: Salts: an upload ticket, a local upload policy and a local download token are not interchangeable.
@@ -154,8 +154,9 @@ def complete_upload(ticket: object) -> Reference:
     """Check an uploaded object (exists, size within the limit, content type) and return its reference.
 
     The S3 API server in tests (moto) does not enforce POST policy conditions, and a client can
-    post to the same form again until it expires, so size is checked here and the sha256 taken now
-    is what the reference pins. An object over the limit is deleted.
+    post to the same form again until it expires, so size is checked here, and the reference pins
+    the object as it is now without reading it: its ETag on S3, its file's inode and mtime on local
+    disk. A worker reading it refuses an object that changed since. An object over the limit is deleted.
     """
     if not isinstance(ticket, str) or not ticket:
         raise UploadRejectedError("upload ticket is missing: send the 'ticket' returned with the upload form")
@@ -167,22 +168,13 @@ def complete_upload(ticket: object) -> Reference:
         raise UploadRejectedError("upload ticket signature does not match: it was forged or altered") from None
     key, content_type, max_size = check_key(fields["key"]), fields["content_type"], fields["max_size"]
     storage = blobs.get_storage()
-    if blobs.is_s3(storage):
-        from botocore.exceptions import ClientError
-
-        try:
-            head = storage.connection.meta.client.head_object(
-                Bucket=storage.bucket_name, Key=blobs.object_key(storage, key)
-            )
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                raise UploadRejectedError(f"no object was uploaded at {key!r}: the upload did not finish") from None
-            raise
-        size, stored_type = int(head["ContentLength"]), head.get("ContentType", "")
-    else:
-        if not storage.exists(key):
-            raise UploadRejectedError(f"no object was uploaded at {key!r}: the upload did not finish")
-        size, stored_type = storage.size(key), content_type  # the upload view enforced the content type
+    try:
+        # One HEAD (S3) or one stat (local disk): size and pin come from the same answer, whatever the size.
+        state = blobs.stat_object(key)
+    except BlobMissingError:
+        raise UploadRejectedError(f"no object was uploaded at {key!r}: the upload did not finish") from None
+    # On local disk the upload view enforced the content type; only S3 stores one to compare.
+    size, stored_type = state.size, state.content_type or content_type
     if not MIN_UPLOAD_SIZE <= size <= max_size:
         storage.delete(key)
         raise UploadRejectedError(
@@ -194,9 +186,18 @@ def complete_upload(ticket: object) -> Reference:
         raise UploadRejectedError(
             f"uploaded object {key!r} has content type {stored_type!r}; accepted: {content_type!r}; it was deleted"
         )
-    # Hash what is there now: the reference pins these bytes, so a later re-post to the same form is detected.
-    digest = blobs.sha256_of(key)
-    return Reference(key=key, size=size, sha256=digest, content_type=content_type, storage=storage_alias())
+    if state.pin is None:
+        # A storage that tells neither an ETag nor a file's stat is hashed now, as before pins: slow but sound.
+        digest = blobs.sha256_of(key)
+        return Reference(key=key, size=size, sha256=digest, content_type=content_type, storage=storage_alias())
+    # Why a pin is enough. S3: an object's ETag is the MD5 of a single-part upload's bytes (an opaque
+    # per-write value under SSE-KMS or SSE-C), and GetObject sends the ETag of the very body it streams,
+    # so a re-post of other bytes is seen by the worker; only an MD5 collision crafted by the uploader
+    # of both files would pass, and it gains nothing that uploading the second file first would not.
+    # Local disk: the upload view writes each key once (a second post is refused with 409). A file
+    # replaced some other way gets a new inode or mtime, which the worker compares on the file it opened;
+    # only a same-size rewrite in the same clock tick onto a reused inode number would pass.
+    return Reference(key=key, size=size, pin=state.pin, content_type=content_type, storage=storage_alias())
 
 
 def download_url(reference: Reference, *, expires: int | None = None, request: HttpRequest | None = None) -> str:
