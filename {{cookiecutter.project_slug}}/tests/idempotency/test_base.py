@@ -21,7 +21,7 @@ from django.utils import timezone
 from kombu.utils import json as kombu_json
 
 from {{ cookiecutter.project_slug }}.core.errors import PermanentError
-from {{ cookiecutter.project_slug }}.idempotency import claims, maintenance, selectors
+from {{ cookiecutter.project_slug }}.idempotency import claims, maintenance, publishing, selectors
 from {{ cookiecutter.project_slug }}.idempotency.claims import Outcome
 from {{ cookiecutter.project_slug }}.idempotency.exceptions import (
     ArgumentNotSerializableError,
@@ -308,6 +308,42 @@ def test_enqueue_many_writes_in_batches_and_publishes_each_new_call_once(transac
     messages = queued(clean_broker)
     assert len(messages) == 7  # the earlier call's and six new ones, each once
     assert sorted(m["headers"]["idempotency_key"] for m in messages) == sorted({h.key for h in handles})
+
+
+def pending_rows(broker_url: str, count: int, prefix: str) -> list[TaskRecord]:
+    """Return ``count`` committed pending rows of ``make_effect`` whose messages are no longer in the queue."""
+    tasks.make_effect.enqueue_many([((f"{prefix}-{i}",), {}) for i in range(count)])
+    redis.Redis.from_url(broker_url).delete("default")
+    return list(TaskRecord.objects.order_by("key"))
+
+
+def test_publish_all_flags_only_the_message_the_broker_refuses_and_sends_the_rest_of_its_batch(
+    transactional_db, clean_broker, settings
+):
+    records = pending_rows(clean_broker, publishing.PUBLISH_BATCH + 10, "batched")  # two batches
+    refused = records[7]
+    refused.args = ["x" * settings.CLAIMCHECK_MESSAGE_MAX_BYTES]  # a body over the broker cap, in the first batch
+    assert publishing.publish_all(records) == len(records) - 1
+    sent = queued(clean_broker)
+    assert sorted(m["headers"]["idempotency_key"] for m in sent) == sorted(r.key for r in records if r is not refused)
+    flagged = TaskRecord.objects.filter(error_type=publishing.PUBLISH_FAILED)
+    assert list(flagged.values_list("key", flat=True)) == [refused.key]
+
+
+def test_a_batch_redis_refuses_as_a_whole_is_published_one_by_one_and_flagged_not_lost(transactional_db, clean_broker):
+    records = pending_rows(clean_broker, 5, "refused")
+    client = redis.Redis.from_url(clean_broker)
+    # Redis refuses every write (LPUSH) of the pipeline once it is over its memory limit: the batch fails as sent.
+    client.config_set("maxmemory", 1)
+    try:
+        assert publishing.publish_all(records) == 0
+    finally:
+        client.config_set("maxmemory", 0)
+    flagged = TaskRecord.objects.filter(status=Status.PENDING, error_type=publishing.PUBLISH_FAILED)
+    assert flagged.count() == len(records)
+    assert "maxmemory" in flagged.first().error_message  # type: ignore[union-attr]
+    assert publishing.publish_all(records) == len(records)  # and published once Redis takes writes again
+    assert len(queued(clean_broker)) == len(records)
 
 
 def test_enqueue_many_refuses_the_whole_batch_on_one_bad_call(transactional_db, clean_broker):
