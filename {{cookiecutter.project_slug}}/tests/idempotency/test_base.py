@@ -639,6 +639,12 @@ def test_status_api_by_key_and_id(db):
         selectors.get_result(key="api", id=str(row.pk))
 
 
+def test_the_admin_index_names_the_worker_liveness_rows_in_plain_english(admin_client):
+    page = admin_client.get("/admin/").content.decode()
+    assert ">Worker liveness<" in page
+    assert "livenesss" not in page  # Django's default plural of the model's name
+
+
 def test_admin_filters_shows_the_traceback_and_retries_failed_rows(transactional_db, clean_broker, admin_client):
     failed = pending_row(
         "broken", status=Status.FAILED, attempts=3, error_type="ValueError", error_traceback="Traceback <line 1>"

@@ -103,5 +103,10 @@ class WorkerLiveness(models.Model):
     started_at = models.DateTimeField()
     alive_until = models.DateTimeField()
 
+    class Meta:
+        # Django's default plural appends an "s": the admin listed "Worker livenesss".
+        verbose_name = "worker liveness"
+        verbose_name_plural = "worker liveness"
+
     def __str__(self) -> str:
         return f"{self.node} (pid {self.pid}, alive until {self.alive_until.isoformat()})"
