@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import os
 import re
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -46,20 +48,48 @@ def _kind(statement: str) -> str:
     return f"{words[0].upper()} {table.group(0) if table else ''}".strip()
 
 
+def _server_usage(stack: Stack) -> tuple[float, float]:
+    """Return the bench server's WAL position (bytes) and the CPU seconds its processes used so far.
+
+    Both count what the server did, whatever else loads the machine: figures to compare across runs.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')")
+        (wal,) = cursor.fetchone() or (0,)
+    assert stack.postgres_log is not None
+    postmaster = int((stack.postgres_log.parent / "pgdata" / "postmaster.pid").read_text().split()[0])
+    ticks = os.sysconf("SC_CLK_TCK")
+    # The postmaster's own time and its reaped children's (cutime, cstime), plus each live backend's.
+    pids = [postmaster, *(int(p) for p in Path(f"/proc/{postmaster}/task/{postmaster}/children").read_text().split())]
+    used = 0.0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            used += sum(int(v) for v in fields[11 : 15 if pid == postmaster else 13]) / ticks
+    return float(wal), used
+
+
 def _count(stack: Stack, run: Callable[[], object], per: int) -> dict[str, Any]:
-    """Run ``run`` and return the statements the server logged meanwhile, per call, by kind."""
+    """Run ``run`` and return the statements the server logged meanwhile, per call, by kind, with its WAL and CPU."""
     log = stack.postgres_log
     assert log is not None
     start = log.stat().st_size
+    wal, cpu = _server_usage(stack)
     run()
     time.sleep(0.5)  # the log collector writes what the last statements logged
+    wal_after, cpu_after = _server_usage(stack)
     with log.open(errors="replace") as lines:
         lines.seek(start)
         kinds = collections.Counter(_kind(m.group(1)) for line in lines if (m := STATEMENT.search(line)))
     total = sum(kinds.values())
     # The worker's liveness thread writes every few seconds whatever runs: it shows up as a small fraction.
     breakdown = ", ".join(f"{kind} {n / per:.2f}" for kind, n in kinds.most_common())
-    return {"statements per call": total / per, "by kind (per call)": breakdown}
+    return {
+        "statements per call": total / per,
+        "WAL bytes per call": (wal_after - wal) / per,
+        "server CPU ms per call": (cpu_after - cpu) / per * 1000,
+        "by kind (per call)": breakdown,
+    }
 
 
 def _round_trip_ms(samples: int = 2000) -> dict[str, float]:
