@@ -38,12 +38,20 @@ IDEMPOTENT = "IdempotentTask (status row), project settings"
 DB = "django-tasks-db db_worker"
 PROCRASTINATE = "procrastinate worker"
 SETTINGS = {
-    PLAIN: "one worker, the default pool: prefork -c 2, prefetch 4, acks late (Redis broker)",
-    IDEMPOTENT: "the same worker; one status row per task in PostgreSQL, written in batches at enqueue",
-    DB: f"{PROCESSES} `manage.py db_worker` processes, --interval {DB_WORKER_INTERVAL}, --no-startup-delay, -v 0",
+    PLAIN: "one worker, the default pool: prefork -c 2, prefetch 4, acks late (Redis broker); "
+    "prefilled by apply_async() over one producer, the worker paused",
+    IDEMPOTENT: "the same worker; one status row per task in PostgreSQL, prefilled by enqueue_many()",
+    DB: f"{PROCESSES} `manage.py db_worker` processes, --interval {DB_WORKER_INTERVAL}, --no-startup-delay, -v 0; "
+    "prefilled by enqueue() per task in one transaction",
     PROCRASTINATE: f"{PROCESSES} `manage.py procrastinate worker` processes, --concurrency 1 each (sync task in a "
-    "thread), LISTEN/NOTIFY on, jobs kept (no --delete-jobs), logging at WARNING (bench.settings' LOGGING)",
+    "thread), LISTEN/NOTIFY on, jobs kept (no --delete-jobs), logging at WARNING (bench.settings' LOGGING); "
+    "prefilled by batch_defer() in one transaction",
 }
+#: What every system shares, from the harness.
+COMMON = (
+    "one PostgreSQL database for all (the harness's server: fsync=off, full_page_writes=off); "
+    "each no-op task increments one Redis counter; rate from the first completion seen to the last"
+)
 #: The rows each peer leaves: deleted before each measurement, as throughput deletes the status rows.
 #: (django_tasks_db's app label is django_tasks_database; this process has not the app installed to ask.)
 PEER_TABLES = {DB: "django_tasks_database_dbtaskresult", PROCRASTINATE: "procrastinate_jobs"}
@@ -239,5 +247,6 @@ def peers(stack: Stack, count: int, repeats: int) -> dict[str, Any]:
         }
     result["tasks per measurement"] = count
     result["versions"] = versions
+    result["settings, all"] = COMMON
     result.update({f"settings, {system}": text for system, text in SETTINGS.items()})
     return result
