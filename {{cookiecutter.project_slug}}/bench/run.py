@@ -2,6 +2,7 @@
 
 uv run python -m bench.run                     # every scenario, full size
 uv run python -m bench.run --only throughput --count 500 --repeats 1
+uv run --group bench-peers python -m bench.run --only peers --peers-count 300 --repeats 1   # needs the peers' group
 uv run python -m bench.run --only uploads --out /tmp/uploads.md      # one scenario, its own report
 uv run python -m bench.run --broker rabbitmq --only throughput --only enqueue --append   # RabbitMQ, same report
 """
@@ -18,15 +19,16 @@ from typing import Any
 
 from . import harness
 
-SCENARIOS = ("roundtrips", "throughput", "enqueue", "payloads", "uploads", "sse", "shutdown", "republish")
+SCENARIOS = ("roundtrips", "throughput", "peers", "enqueue", "payloads", "uploads", "sse", "shutdown", "republish")
 
 
 def _runners(args: argparse.Namespace) -> dict[str, Callable[[harness.Stack], Any]]:
-    from . import payloads, republish, roundtrips, shutdown, sse, throughput, uploads
+    from . import payloads, peers, republish, roundtrips, shutdown, sse, throughput, uploads
 
     return {
         "roundtrips": lambda s: roundtrips.roundtrips(s, args.roundtrip_count),
         "throughput": lambda s: throughput.throughput(s, args.count, args.repeats),
+        "peers": lambda s: peers.peers(s, args.peers_count, args.repeats),
         "enqueue": lambda s: throughput.enqueue_latency(s, args.latency_count),
         "payloads": lambda s: payloads.payloads(s, args.payload_tasks, args.payload_mb, args.repeats),
         "uploads": lambda s: uploads.upload_start(s, args.upload_count),
@@ -67,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", action="append", choices=SCENARIOS, help="run only this scenario (repeatable)")
     parser.add_argument("--count", type=int, default=5000, help="no-op tasks per throughput measurement")
+    parser.add_argument("--peers-count", type=int, default=2000, help="no-op tasks per system in the peers scenario")
     parser.add_argument("--roundtrip-count", type=int, default=500, help="calls per kind whose statements are counted")
     parser.add_argument("--latency-count", type=int, default=2000, help="enqueues per kind for latency")
     parser.add_argument("--payload-tasks", type=int, default=100)
@@ -97,8 +100,9 @@ def main(argv: list[str] | None = None) -> int:
         meta = harness.machine()
     meta["broker"] = args.broker
     meta["parameters"] = (
-        f"count={args.count}, latency-count={args.latency_count}, payloads={args.payload_tasks}x{args.payload_mb} MB, "
-        f"uploads={args.upload_count} per size, streams={args.streams}, repeats={args.repeats}"
+        f"count={args.count}, peers-count={args.peers_count}, latency-count={args.latency_count}, "
+        f"payloads={args.payload_tasks}x{args.payload_mb} MB, uploads={args.upload_count} per size, "
+        f"streams={args.streams}, repeats={args.repeats}"
     )
     report = render(meta, results, time.monotonic() - started)
     args.out.parent.mkdir(parents=True, exist_ok=True)
