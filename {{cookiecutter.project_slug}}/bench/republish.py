@@ -1,4 +1,4 @@
-"""Scenario 6: what the recovery pass costs a legitimate backlog: extra deliveries of 10,000 queued idempotent tasks."""
+"""Scenario 6: what the recovery pass costs a legitimate backlog: extra deliveries of queued idempotent tasks."""
 
 from __future__ import annotations
 
