@@ -14,10 +14,15 @@ from .harness import Stack, summary
 CONTAINER_ENV = {"REMAP_SIGTERM": "SIGQUIT"}
 #: One worker per pool type: the queue it consumes and the pool type the registry gives that queue.
 POOL_TYPES = (("default", "prefork"), ("emails", "threads"))
+#: The baseline of the idle prefork worker: the same worker on Celery's own prefork pool, which the registry's
+#: ``-P prefork`` replaces (worker/prefork.py: no billiard naps between the children's goodbye and the exit).
+STOCK_PREFORK = ("-P", "custom")
+STOCK_PREFORK_ENV = {**CONTAINER_ENV, "CELERY_CUSTOM_WORKER_POOL": "support.stockpool:TaskPool"}
+STOCK_IDLE = "prefork idle, Celery's own pool"
 
 
 def _one_round(stack: Stack, busy_seconds: float) -> dict[str, float]:
-    """Run a busy and an idle worker of each pool type, SIGTERM all four together; return each one's seconds to exit.
+    """Run a busy and an idle worker of each pool type (and the baseline), SIGTERM all together; return seconds to exit.
 
     The figures are dominated by timers (the soft shutdown's), not by CPU, so the four run side by
     side and each is timed on its own. The busy workers start first and take the only message of
@@ -40,6 +45,7 @@ def _one_round(stack: Stack, busy_seconds: float) -> dict[str, float]:
                 raise TimeoutError(f"the tasks never started:\n{logs}")
             time.sleep(0.01)
         idle = {f"{kind} idle": stack.spawn(queue, env=CONTAINER_ENV) for queue, kind in POOL_TYPES}
+        idle[STOCK_IDLE] = stack.spawn("default", *STOCK_PREFORK, env=STOCK_PREFORK_ENV)
         workers.update(idle)
         for worker in idle.values():
             stack.ready(worker)
@@ -63,11 +69,15 @@ def _one_round(stack: Stack, busy_seconds: float) -> dict[str, float]:
             worker.stop()
 
 
-def shutdown(stack: Stack, repeats: int, busy_seconds: float = 10.0) -> dict[str, Any]:
+def shutdown(stack: Stack, repeats: int, busy_seconds: float = 20.0) -> dict[str, Any]:
     """Measure SIGTERM-to-exit for an idle and a busy worker of each pool type."""
     rounds = [_one_round(stack, busy_seconds) for _ in range(repeats)]
     results: dict[str, Any] = {}
     for _, kind in POOL_TYPES:
         results[f"{kind} idle"] = summary([run[f"{kind} idle"] for run in rounds])
         results[f"{kind} busy ({busy_seconds:.0f}s task)"] = summary([run[f"{kind} busy"] for run in rounds])
+    results[STOCK_IDLE] = summary([run[STOCK_IDLE] for run in rounds])
+    # Side by side in each round, so the ratio cancels the machine's load.
+    paired = [run["prefork idle"] / run[STOCK_IDLE] for run in rounds]
+    results["prefork idle / Celery's own pool, per round"] = summary(paired)
     return results

@@ -357,7 +357,7 @@ def test_the_runner_restarts_a_worker_that_exits_but_not_one_that_cannot_start(t
 #: broker before (2 s per poll of Celery's blocking loop, 1 s timer sleeps); about 1 s now (prefork, idle machine).
 IDLE_EXIT_BOUND = 4.5
 #: Celery's own prefork pool, which naps in billiard's helper threads and children before it exits (`-P custom`).
-STOCK_PREFORK = {"CELERY_CUSTOM_WORKER_POOL": "tests.worker.stockpool:TaskPool"}
+STOCK_PREFORK = {"CELERY_CUSTOM_WORKER_POOL": "support.stockpool:TaskPool"}
 
 
 def idle_exit_seconds(tmp_path: Path, pool_name: str, *extra: str, env: dict[str, str] | None = None) -> float:
