@@ -25,6 +25,7 @@ __all__ = [
     "filesystem_broker_lock",
     "forget_connections",
     "ignores_result",
+    "reentrant_hub_lock",
     "register_pool",
     "register_transport",
     "request_claim",
@@ -96,6 +97,18 @@ def register_pool(name: str, target: str) -> None:
     # -P is looked up in this private table; the only public hook, CELERY_CUSTOM_WORKER_POOL, adds "custom"
     # and would not replace the "threads" pool that the registry's threads pools name.
     concurrency.ALIASES[name] = target  # type: ignore[attr-defined]
+
+
+def reentrant_hub_lock(hub: Any) -> None:
+    """Make the lock of kombu's event loop ``hub`` reentrant, so a signal handler on its thread can schedule work.
+
+    The loop thread takes this plain ``threading.Lock`` on every turn (to take the ready callbacks) and in
+    ``call_soon``. The cold shutdown runs in the SIGTERM handler on that thread and calls ``call_soon`` (for each
+    task event it sends, see worker/events.py): landing while the thread held the lock, it would wait for it for
+    good. Nested in either critical section, ``call_soon`` only adds to the set being taken or to the new one, and
+    wakes no other thread: reentrance is safe. Call it before the loop runs (the worker's ``on_start``).
+    """
+    hub._ready_lock = threading.RLock()
 
 
 def register_transport(scheme: str, target: str) -> None:

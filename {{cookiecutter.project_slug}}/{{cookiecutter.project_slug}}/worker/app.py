@@ -14,10 +14,12 @@ from celery.utils.nodenames import default_nodename, host_format
 
 from {{ cookiecutter.project_slug }} import pools
 from {{ cookiecutter.project_slug }}.claimcheck.broker import capped_sender
-from {{ cookiecutter.project_slug }}.core.celery_internals import AMQP, register_pool, register_transport
+from {{ cookiecutter.project_slug }}.core.celery_internals import AMQP, reentrant_hub_lock, register_pool, register_transport
 from {{ cookiecutter.project_slug }}.core.rundirs import make_run_dirs
+from {{ cookiecutter.project_slug }}.worker.deferredsignals import defer_shutdown_signals
 from {{ cookiecutter.project_slug }}.worker.flowerguard import on_import_modules as _require_flower_authentication
 from {{ cookiecutter.project_slug }}.worker.queues import RegistryRouter, pools_in_force
+from {{ cookiecutter.project_slug }}.worker.threadpool import SHUTDOWN_SIGNALS, interrupts_held
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "{{ cookiecutter.project_slug }}.config.settings.local")
 # `-P threads` gets a threads pool whose running tasks the soft shutdown can stop (threadpool.py).
@@ -58,6 +60,15 @@ class PoolWorker(Worker):
         # this process runs one worker, so its app's setting is that worker's, its pool's own value.
         conf["worker_soft_shutdown_timeout"] = pool.soft_shutdown_timeout
         super().__init__(app=app, hostname=hostname, **kwargs)
+
+    def on_start(self) -> None:
+        """Start as Celery's worker does; its event loop runs the shutdown signals' handlers (deferredsignals.py)."""
+        super().on_start()
+        hub = getattr(self, "hub", None)  # None without an event loop (celery-types does not declare it)
+        if hub is not None:
+            reentrant_hub_lock(hub)
+            # Celery's handlers are installed by now: the loop runs them, between two callbacks (issue 16).
+            defer_shutdown_signals(hub, SHUTDOWN_SIGNALS)
 
 
 class SeveralPoolsError(ValueError):
@@ -118,12 +129,23 @@ class ProjectCelery(Celery):
     """The project's Celery class: registry-aware routing and workers."""
 
     amqp_cls = f"{__name__}:RegistryAMQP"
+    #: Task events are published by the worker's event loop alone, never by a signal handler or a task thread.
+    events_cls = "{{ cookiecutter.project_slug }}.worker.events:WorkerEvents"
     #: Every task offloads large arguments and results to the claim-check storage.
     task_cls = "{{ cookiecutter.project_slug }}.claimcheck.base:ClaimCheckTask"
 
     @cached_property
     def Worker(self) -> type[Worker]:  # noqa: N802
         return self.subclass_with_self(PoolWorker)
+
+    def send_task(self, *args: Any, **kwargs: Any) -> Any:
+        """Send a task message; in a threads pool's task, with the pool's interrupts held until it is sent.
+
+        An interrupt (a time limit, the cold shutdown) halfway through py-amqp's I/O left the connection unusable
+        and its close waiting for good (issue 16, worker/threadpool.py).
+        """
+        with interrupts_held():
+            return super().send_task(*args, **kwargs)
 
 
 app = ProjectCelery("{{ cookiecutter.project_slug }}")

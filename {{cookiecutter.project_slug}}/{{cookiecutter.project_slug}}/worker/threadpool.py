@@ -14,6 +14,12 @@ and a cold shutdown does not join the task threads, which may wait for a lock th
 thread holds (a logging handler's, for one): the cancelled tasks end by themselves and the interpreter
 joins their threads at exit.
 
+An interrupt is held back while the task publishes a message (``app.send_task``: ``apply_async``, ``retry``)
+and raised as the publish returns (issue 16). Landing in py-amqp halfway through reading a frame, it left the
+pooled connection out of step with its stream; kombu then closes a connection that failed, and the close waited
+for the broker's reply, reading a frame length from the middle of a frame: for good, in C, where no further
+interrupt lands, and the interpreter's exit joins task threads. Seen as a cold shutdown that never exited.
+
 It also enforces the time limits, which Celery's threads pool ignores: one watchdog thread raises
 :class:`~celery.exceptions.SoftTimeLimitExceeded` inside the task's thread at the soft limit, and at the
 hard limit reports the task as timed out (as a prefork pool does when it kills the child) and raises
@@ -24,6 +30,7 @@ without a timeout) ends first, and a task that swallows ``BaseException`` runs o
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import heapq
 import itertools
@@ -31,7 +38,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from typing import Any
 
@@ -42,7 +49,7 @@ from {{ cookiecutter.project_slug }}.core.celery_internals import ApplyResult, T
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TaskPool"]
+__all__ = ["TaskPool", "interrupts_held"]
 
 #: Signals whose handlers stop the worker; blocked while a task is handed to a thread.
 SHUTDOWN_SIGNALS = {signal.SIGTERM, signal.SIGQUIT, signal.SIGINT}
@@ -56,6 +63,10 @@ class HardTimeLimitExceeded(WorkerTerminate):
 _INTERRUPTS = (SoftTimeLimitExceeded, WorkerTerminate)
 
 
+#: The job running in this thread, while it runs (see :func:`interrupts_held`).
+_current = threading.local()
+
+
 class _Job:
     """One task call, which knows the thread running it while it runs."""
 
@@ -63,13 +74,19 @@ class _Job:
         self.target = target
         self.lock = threading.Lock()
         self.thread_id: int | None = None
+        #: How deep the task is in sections that an interrupt must not land in (:func:`interrupts_held`).
+        self.held = 0
+        #: The interrupt sent while held, raised as the outermost section ends.
+        self.pending: type[BaseException] | None = None
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         with self.lock:
             self.thread_id = threading.get_ident()
+        _current.job = self
         try:
             return self.target(*args, **kwargs)
         finally:
+            _current.job = None
             self._disarm()
 
     def _disarm(self) -> None:
@@ -90,10 +107,40 @@ class _Job:
         with self.lock:
             if self.thread_id is None:
                 return False
+            if self.held:
+                # Raised by the thread itself as the held section ends; a stop outranks a soft limit.
+                if self.pending is None or not issubclass(exc_type, SoftTimeLimitExceeded):
+                    self.pending = exc_type
+                return True
             done = ctypes.pythonapi.PyThreadState_SetAsyncExc(
                 ctypes.c_ulong(self.thread_id), ctypes.py_object(exc_type)
             )
         return done == 1
+
+
+@contextlib.contextmanager
+def interrupts_held() -> Iterator[None]:
+    """Hold back this pool's interrupts of the running task until the block ends, then raise the one sent.
+
+    For broker I/O that an exception must not cut in two (see the module docstring). Outside a task of this
+    pool it does nothing. An interrupt that lands just as the block is entered is raised where it lands.
+    """
+    job: _Job | None = getattr(_current, "job", None)
+    if job is None:
+        yield
+        return
+    with job.lock:
+        job.held += 1
+    try:
+        yield
+    finally:
+        with job.lock:
+            job.held -= 1
+            pending = job.pending if job.held == 0 else None
+            if pending is not None:
+                job.pending = None
+        if pending is not None:
+            raise pending
 
 
 class _Watchdog:
