@@ -33,7 +33,7 @@ def _runners(args: argparse.Namespace) -> dict[str, Callable[[harness.Stack], An
         "payloads": lambda s: payloads.payloads(s, args.payload_tasks, args.payload_mb, args.repeats),
         "uploads": lambda s: uploads.upload_start(s, args.upload_count),
         "sse": lambda s: sse.sse(s, args.streams),
-        "shutdown": lambda s: shutdown.shutdown(s, args.repeats),
+        "shutdown": lambda s: shutdown.shutdown(s, args.shutdown_rounds),
         "republish": lambda s: republish.republish(s, args.backlog),
     }
 
@@ -68,15 +68,17 @@ def main(argv: list[str] | None = None) -> int:
     """Run the chosen scenarios and write the report."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", action="append", choices=SCENARIOS, help="run only this scenario (repeatable)")
-    parser.add_argument("--count", type=int, default=2000, help="no-op tasks per throughput measurement")
-    parser.add_argument("--peers-count", type=int, default=1000, help="no-op tasks per system in the peers scenario")
+    parser.add_argument("--count", type=int, default=1500, help="no-op tasks per throughput measurement")
+    parser.add_argument("--peers-count", type=int, default=750, help="no-op tasks per system in the peers scenario")
     parser.add_argument("--roundtrip-count", type=int, default=500, help="calls per kind whose statements are counted")
     parser.add_argument("--latency-count", type=int, default=1000, help="enqueues per kind for latency")
-    parser.add_argument("--payload-tasks", type=int, default=40)
+    parser.add_argument("--payload-tasks", type=int, default=20)
     parser.add_argument("--payload-mb", type=float, default=5.0)
     parser.add_argument("--upload-count", type=int, default=50, help="POST /api/jobs per upload size")
     parser.add_argument("--streams", type=int, default=1000, help="concurrent SSE streams")
     parser.add_argument("--repeats", type=int, default=3)
+    # Each round waits out a 20 s task and two soft shutdowns: timers, not noise, so two rounds say enough.
+    parser.add_argument("--shutdown-rounds", type=int, default=2, help="SIGTERM rounds of the shutdown scenario")
     parser.add_argument("--backlog", type=int, default=3000, help="queued idempotent tasks for republish")
     parser.add_argument("--out", type=Path, default=Path("bench/results.md"))
     parser.add_argument("--broker", choices=harness.BROKERS, default="redis", help="the broker the stack runs on")
@@ -102,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     meta["parameters"] = (
         f"count={args.count}, peers-count={args.peers_count}, latency-count={args.latency_count}, "
         f"payloads={args.payload_tasks}x{args.payload_mb} MB, uploads={args.upload_count} per size, "
-        f"streams={args.streams}, repeats={args.repeats}"
+        f"streams={args.streams}, repeats={args.repeats}, shutdown rounds={args.shutdown_rounds}"
     )
     report = render(meta, results, time.monotonic() - started)
     args.out.parent.mkdir(parents=True, exist_ok=True)
