@@ -12,13 +12,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-import redis
 from django.db import connection
 
 from {{ cookiecutter.project_slug }}.core.celery_internals import forget_connections
 from {{ cookiecutter.project_slug }}.worker import heartbeat
 from {{ cookiecutter.project_slug }}.worker.app import app as celery_app
-from {{ cookiecutter.project_slug }}.worker.queues import broker_transport_options, is_amqp, kombu_queues, pools_in_force
+from {{ cookiecutter.project_slug }}.worker.queues import broker_transport_options, kombu_queues
 
 from support.servers import (
     PACKAGE,
@@ -34,6 +33,7 @@ from support.servers import (
     unavailable,
     wait_until,
 )
+from tests.brokers import empty_queues
 
 #: Fixtures of the claim-check backends (local disk and S3), shared by every test folder.
 pytest_plugins = ("tests.storage",)
@@ -172,16 +172,7 @@ def _forget_connections() -> None:
 @pytest.fixture
 def clean_broker(broker: str, redis_url: str) -> str:
     """Return the broker URL with every queue emptied (and the results in Redis)."""
-    redis.Redis.from_url(redis_url).flushdb()
-    if is_amqp(broker):
-        with celery_app.connection_for_write() as connection:
-            channel: Any = connection.default_channel
-            for pool in pools_in_force():
-                for queue in kombu_queues([pool], broker):
-                    queue.bind(channel).declare()
-                    queue.bind(channel).purge()
-                # Gone, not emptied: the pool's workers must declare it themselves (worker/deadletters.py).
-                channel.queue_delete(pool.dead_letter_queue)
+    empty_queues(broker, redis_url)
     return broker
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from typing import Any
 
@@ -13,6 +15,7 @@ from {{ cookiecutter.project_slug }}.jobs.queues import queue_depths
 from {{ cookiecutter.project_slug }}.worker.app import app as celery_app
 
 from support.servers import wait_until
+from tests.brokers import empty_queues
 from tests.tasks.shutdown import EFFECT_TASKS, bump, count, poison_plain
 
 pytestmark = [pytest.mark.workers, pytest.mark.parametrize("broker", ["rabbitmq"], indirect=True)]
@@ -106,3 +109,27 @@ def test_broker_restart_mid_task_delivers_the_row_again_with_one_effect(start_wo
         f"\nRabbitMQ restart mid-report: broker down {healed - stopped:.1f}s, "
         f"report done {time.monotonic() - healed:.1f}s after it was back"
     )
+
+
+def test_emptying_the_broker_waits_for_a_stopped_workers_messages_to_come_back(start_worker, clean_broker, redis_url):
+    """Between tests the queues are emptied only once no consumer holds messages: none comes back afterwards.
+
+    A worker frozen with SIGSTOP keeps its connection, and its prefetched messages, for as long as it likes: the
+    purge must not report the queue empty meanwhile. Once it is killed, its messages return ready and go with it.
+    """
+    worker = start_worker("emails")
+    for number in range(40):  # within the threads pool's prefetch: all held unacknowledged by the worker
+        EFFECT_TASKS["emails"].delay(f"held-{number}", 5.0)
+    with celery_app.connection_for_write() as connection:
+        channel: Any = connection.default_channel
+        wait_until(lambda: channel.queue_declare(queue="emails", passive=True).message_count == 0, 30, "the prefetch")
+        os.killpg(worker.pid, signal.SIGSTOP)
+        with pytest.raises(TimeoutError, match="the consumers of queue emails to go"):
+            empty_queues(clean_broker, redis_url, consumers_gone_within=2)
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait(timeout=10)
+
+        empty_queues(clean_broker, redis_url)
+        time.sleep(2)  # a message given back after the purge would be ready by now
+        left = channel.queue_declare(queue="emails", passive=True)
+        assert (left.message_count, left.consumer_count) == (0, 0)

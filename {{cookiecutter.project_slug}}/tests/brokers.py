@@ -1,0 +1,43 @@
+"""Emptying the test broker between tests: every queue, including what a worker the last test stopped still held."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import redis
+
+from {{ cookiecutter.project_slug }}.worker.app import app as celery_app
+from {{ cookiecutter.project_slug }}.worker.queues import is_amqp, kombu_queues, pools_in_force
+
+from support.servers import wait_until
+
+__all__ = ["consumers", "empty_queues"]
+
+
+def empty_queues(broker: str, redis_url: str, *, consumers_gone_within: float = 30.0) -> None:
+    """Empty every pool queue of ``broker`` and the Redis database of ``redis_url`` (results, or the Redis broker).
+
+    On RabbitMQ, first wait until no consumer is left on a queue: a worker that has just exited may still
+    hold messages unacknowledged until the node has closed its connection. A purge leaves those, and they
+    come back ready in the middle of the next test (seen in CI: calls of an earlier test ran in the next one).
+    Raise ``TimeoutError`` naming the queue if a consumer stays longer than ``consumers_gone_within`` seconds.
+    """
+    redis.Redis.from_url(redis_url).flushdb()
+    if not is_amqp(broker):
+        return
+    with celery_app.connection_for_write() as connection:
+        channel: Any = connection.default_channel
+        for pool in pools_in_force():
+            for queue in kombu_queues([pool], broker):
+                queue.bind(channel).declare()
+                gone = partial(lambda name: consumers(channel, name) == 0, queue.name)
+                wait_until(gone, consumers_gone_within, f"the consumers of queue {queue.name} to go")
+                queue.bind(channel).purge()
+            # Gone, not emptied: the pool's workers must declare it themselves (worker/deadletters.py).
+            channel.queue_delete(pool.dead_letter_queue)
+
+
+def consumers(channel: Any, queue: str) -> int:
+    """Return how many consumers RabbitMQ has on ``queue`` now (AMQP's answer, not the management API's sample)."""
+    return int(channel.queue_declare(queue=queue, passive=True).consumer_count)
