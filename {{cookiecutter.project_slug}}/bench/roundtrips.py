@@ -18,8 +18,9 @@ from django.db import connection
 from .harness import Stack, percentile
 from .throughput import _consume, _drain_rate, _prefill_idempotent, _prefill_plain, _reset
 
-#: A statement line of PostgreSQL's log (log_statement = 'all', default log_line_prefix).
-STATEMENT = re.compile(r"\bLOG:  statement: (.*)$")
+#: A statement line of PostgreSQL's log (log_statement = 'all', default log_line_prefix): a simple query, or the
+#: execution of a prepared one (``execute _pg3_0: UPDATE ...``), whose parse and bind are not logged.
+STATEMENT = re.compile(r"\bLOG:  (?:statement|execute [^:]+): (.*)$")
 #: The project's tables, by the prefix of their app.
 TABLE = re.compile(r"\b(?:idempotency|django|jobs|claimcheck)_\w+")
 

@@ -26,6 +26,7 @@ from django.db.models.sql.compiler import SQLCompiler
 from django.utils import timezone
 from psycopg import pq
 
+from . import statements
 from .exceptions import AttemptsExhaustedError
 from .models import Status, TaskRecord
 from .publishing import ERROR_MESSAGE_LIMIT
@@ -335,7 +336,7 @@ def _execute_update(
     arguments = [fields[name].get_db_prep_save(value, connection) for name, value in values.items()]
     arguments += [json.dumps(value) for value in append.values()]
     arguments += [fields[name].get_db_prep_value(value, connection) for name, value in pairs]
-    with connection.cursor() as cursor:
+    with statements.cursor(connection) as cursor:
         cursor.execute(sql, arguments)
         _answered_at[connection] = time.monotonic()
         return cursor.rowcount

@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from {{ cookiecutter.project_slug }}.worker.queues import broker_priority
 
+from . import statements
 from .exceptions import PayloadMismatchError
 from .models import Status, TaskRecord
 from .selectors import TaskResult
@@ -162,7 +163,7 @@ def _insert_if_absent(candidate: TaskRecord, using: str) -> bool:
         return bool(inserted)
     # The values as the compiler prepares them (JSON, UUID and datetime adaptation per backend).
     values = [f.get_db_prep_save(f.pre_save(candidate, True), connection) for f in _INSERTED_FIELDS]
-    with connection.cursor() as cursor:
+    with statements.cursor(connection) as cursor:
         cursor.execute(_insert_statement(connection), values)
         return cursor.fetchone() is not None
 

@@ -15,7 +15,7 @@ from {{ cookiecutter.project_slug }}.worker.queues import (
 )
 
 from . import environment
-from .environment import RUN_DIR, env, env_float, env_int, env_url
+from .environment import RUN_DIR, env, env_bool, env_float, env_int, env_url
 
 # ------------------------------------------------------------------------------
 # Celery: broker on the local filesystem unless CELERY_BROKER_URL is set (Redis or RabbitMQ in production).
@@ -55,6 +55,10 @@ if is_amqp(CELERY_BROKER_URL):
 # Seconds a publish may wait for the broker before the row is flagged and the request answers anyway;
 # it also bounds each connection attempt (kombu retries connecting for broker_connection_timeout seconds).
 IDEMPOTENCY_PUBLISH_TIMEOUT = env_float("IDEMPOTENCY_PUBLISH_TIMEOUT", default=2.0)
+# The claim, the success write and enqueue's insert are prepared once per connection on PostgreSQL. Off for a
+# pooler that cannot keep prepared statements (PgBouncer in transaction mode before 1.21, or without
+# max_prepared_statements).
+IDEMPOTENCY_PREPARED_STATEMENTS = env_bool("IDEMPOTENCY_PREPARED_STATEMENTS", default=True)
 CELERY_BROKER_CONNECTION_TIMEOUT = IDEMPOTENCY_PUBLISH_TIMEOUT
 CELERY_BROKER_TRANSPORT_OPTIONS = broker_transport_options(
     CELERY_BROKER_URL, RUN_DIR, WORKER_POOLS, sentinel_master=REDIS_SENTINEL_MASTER

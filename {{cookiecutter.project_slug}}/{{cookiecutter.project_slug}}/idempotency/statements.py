@@ -1,0 +1,61 @@
+"""The status table's per-task statements, prepared once per connection on PostgreSQL (server-side binding)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+from django.conf import settings
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.backends.utils import CursorWrapper
+
+__all__ = ["ONLY_WHEN_ASKED", "cursor"]
+
+#: psycopg's ``prepare_threshold`` set here: so many runs before a statement is prepared unasked (never, in effect).
+ONLY_WHEN_ASKED = 2**31
+
+
+class _PreparingCursor(psycopg.Cursor[Any]):
+    """A psycopg cursor that binds parameters on the server and prepares every statement on its first run.
+
+    Django's cursors bind on the client (psycopg's ``ClientCursor``): each claim and success write is quoted
+    into a new text that PostgreSQL parses and plans again. Prepared, a task's statement is one ``Bind`` and
+    ``Execute`` of a plan the connection already holds.
+    """
+
+    def execute(
+        self, query: Any, params: Any = None, *, prepare: bool | None = None, binary: bool | None = None
+    ) -> Any:
+        return super().execute(query, params, prepare=True if prepare is None else prepare, binary=binary)
+
+
+@contextlib.contextmanager
+def cursor(connection: BaseDatabaseWrapper) -> Iterator[CursorWrapper]:
+    """Yield a cursor of ``connection`` for one of the hot statements: prepared on PostgreSQL, else Django's own.
+
+    The cursor is wrapped as Django wraps its own (database errors, ``connection.queries``, execute wrappers),
+    and runs in the connection's transaction. ``IDEMPOTENCY_PREPARED_STATEMENTS = False`` turns preparing off
+    (a pooler that cannot keep prepared statements: PgBouncer before 1.21 in transaction mode, or without
+    ``max_prepared_statements``).
+    """
+    if connection.vendor != "postgresql" or not settings.IDEMPOTENCY_PREPARED_STATEMENTS:
+        with connection.cursor() as django_cursor:
+            yield django_cursor
+        return
+    # What BaseDatabaseWrapper.cursor() does before it creates a cursor of its own kind.
+    connection.close_if_health_check_failed()
+    connection.ensure_connection()
+    with connection.wrap_database_errors:
+        connection.validate_thread_sharing()
+        raw_connection = connection.connection
+        if raw_connection.prepare_threshold is None:
+            # Django opens connections with psycopg's preparing off, which ignores prepare=True too. Its own
+            # cursors bind on the client and never prepare: a threshold changes nothing for them.
+            raw_connection.prepare_threshold = ONLY_WHEN_ASKED
+        # django-stubs types the argument as Django's wrapper; Django passes the driver's cursor, as here.
+        raw: Any = _PreparingCursor(raw_connection)
+        wrapped = connection.make_debug_cursor(raw) if connection.queries_logged else connection.make_cursor(raw)
+    with wrapped:
+        yield wrapped
