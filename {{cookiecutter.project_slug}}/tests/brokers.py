@@ -31,11 +31,15 @@ def empty_queues(broker: str, redis_url: str, *, consumers_gone_within: float = 
         for pool in pools_in_force():
             for queue in kombu_queues([pool], broker):
                 queue.bind(channel).declare()
-                gone = partial(lambda name: consumers(channel, name) == 0, queue.name)
+                gone = partial(_unconsumed, channel, queue.name)
                 wait_until(gone, consumers_gone_within, f"the consumers of queue {queue.name} to go")
                 queue.bind(channel).purge()
             # Gone, not emptied: the pool's workers must declare it themselves (worker/deadletters.py).
             channel.queue_delete(pool.dead_letter_queue)
+
+
+def _unconsumed(channel: Any, queue: str) -> bool:
+    return consumers(channel, queue) == 0
 
 
 def consumers(channel: Any, queue: str) -> int:

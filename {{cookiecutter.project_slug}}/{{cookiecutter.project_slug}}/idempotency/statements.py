@@ -11,10 +11,10 @@ from django.conf import settings
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.utils import CursorWrapper
 
-__all__ = ["ONLY_WHEN_ASKED", "cursor"]
+__all__ = ["cursor"]
 
 #: psycopg's ``prepare_threshold`` set here: so many runs before a statement is prepared unasked (never, in effect).
-ONLY_WHEN_ASKED = 2**31
+_ONLY_WHEN_ASKED = 2**31
 
 
 class _PreparingCursor(psycopg.Cursor[Any]):
@@ -53,7 +53,7 @@ def cursor(connection: BaseDatabaseWrapper) -> Iterator[CursorWrapper]:
         if raw_connection.prepare_threshold is None:
             # Django opens connections with psycopg's preparing off, which ignores prepare=True too. Its own
             # cursors bind on the client and never prepare: a threshold changes nothing for them.
-            raw_connection.prepare_threshold = ONLY_WHEN_ASKED
+            raw_connection.prepare_threshold = _ONLY_WHEN_ASKED
         # django-stubs types the argument as Django's wrapper; Django passes the driver's cursor, as here.
         raw: Any = _PreparingCursor(raw_connection)
         wrapped = connection.make_debug_cursor(raw) if connection.queries_logged else connection.make_cursor(raw)
