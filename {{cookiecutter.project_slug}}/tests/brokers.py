@@ -1,4 +1,4 @@
-"""Emptying the test broker between tests: every queue, including what a worker the last test stopped still held."""
+"""Emptying the test broker between tests: every queue, with what a stopped worker held and retries counting down."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ from functools import partial
 from typing import Any
 
 import redis
+from amqp.exceptions import NotFound
+from kombu.transport.native_delayed_delivery import MAX_LEVEL, level_name
 
 from {{ cookiecutter.project_slug }}.worker.app import app as celery_app
 from {{ cookiecutter.project_slug }}.worker.queues import is_amqp, kombu_queues, pools_in_force
@@ -18,15 +20,17 @@ __all__ = ["consumers", "empty_queues"]
 def empty_queues(broker: str, redis_url: str, *, consumers_gone_within: float = 30.0) -> None:
     """Empty every pool queue of ``broker`` and the Redis database of ``redis_url`` (results, or the Redis broker).
 
-    On RabbitMQ, first wait until no consumer is left on a queue: a worker that has just exited may still
-    hold messages unacknowledged until the node has closed its connection. A purge leaves those, and they
-    come back ready in the middle of the next test (seen in CI: calls of an earlier test ran in the next one).
+    On RabbitMQ, the queues of native delayed delivery are purged too: a retry with a countdown waits there and
+    would run in a later test (seen in CI: an earlier test's retries ran in the rolling restart). Then each pool
+    queue is purged once no consumer is left on it: a worker that has just exited may still hold messages
+    unacknowledged until the node has closed its connection, a purge leaves those, and they come back ready.
     Raise ``TimeoutError`` naming the queue if a consumer stays longer than ``consumers_gone_within`` seconds.
     """
     redis.Redis.from_url(redis_url).flushdb()
     if not is_amqp(broker):
         return
     with celery_app.connection_for_write() as connection:
+        _purge_delayed(connection)
         channel: Any = connection.default_channel
         for pool in pools_in_force():
             for queue in kombu_queues([pool], broker):
@@ -36,6 +40,23 @@ def empty_queues(broker: str, redis_url: str, *, consumers_gone_within: float = 
                 queue.bind(channel).purge()
             # Gone, not emptied: the pool's workers must declare it themselves (worker/deadletters.py).
             channel.queue_delete(pool.dead_letter_queue)
+
+
+def _purge_delayed(connection: Any) -> None:
+    """Purge the queues of native delayed delivery, where messages with a countdown wait.
+
+    Highest level first: a message expiring out of one level moves one level down, into a queue not yet purged,
+    and out of the last into a pool queue, which is purged after these.
+    """
+    for level in range(MAX_LEVEL, -1, -1):
+        channel = connection.channel()
+        try:
+            channel.queue_purge(level_name(level))
+        except NotFound:
+            return  # not declared yet: no worker of this node has started
+        finally:
+            if channel.is_open:
+                channel.close()
 
 
 def _unconsumed(channel: Any, queue: str) -> bool:

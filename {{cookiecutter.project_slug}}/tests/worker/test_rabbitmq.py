@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from django.conf import settings
+from kombu.transport.native_delayed_delivery import MAX_LEVEL, level_name
 
 from {{ cookiecutter.project_slug }} import pools
 from {{ cookiecutter.project_slug }}.jobs.queues import queue_depths
@@ -133,3 +134,23 @@ def test_emptying_the_broker_waits_for_a_stopped_workers_messages_to_come_back(s
         time.sleep(2)  # a message given back after the purge would be ready by now
         left = channel.queue_declare(queue="emails", passive=True)
         assert (left.message_count, left.consumer_count) == (0, 0)
+
+
+def test_emptying_the_broker_drops_a_retry_counting_down(start_worker, clean_broker, redis_url):
+    """A message with a countdown waits in the queues of native delayed delivery: emptying the broker drops it too.
+
+    Left there, it ran in a later test: an idempotent retry of one test landed in the rolling restart of the next.
+    """
+    start_worker("emails").stop(timeout=30)  # a worker declares the delayed delivery queues as it starts
+    EFFECT_TASKS["emails"].apply_async(("later", 0.0), countdown=600)
+    with celery_app.connection_for_write() as connection:
+        channel: Any = connection.default_channel
+        wait_until(lambda: delayed(channel) == 1, 10, "the message to wait out its countdown")
+        empty_queues(clean_broker, redis_url)
+        assert delayed(channel) == 0
+
+
+def delayed(channel: Any) -> int:
+    """Return how many messages wait in the queues of native delayed delivery."""
+    levels = range(MAX_LEVEL + 1)
+    return sum(channel.queue_declare(queue=level_name(level), passive=True).message_count for level in levels)

@@ -102,3 +102,18 @@ def test_a_time_limit_landing_as_its_task_ends_is_dropped():
     assert late.acquired >= 3
     assert job.thread_id is None
     assert not job.interrupt(SoftTimeLimitExceeded)  # an ended job is never interrupted
+
+
+@pytest.mark.workers
+def test_a_threads_task_waiting_for_a_thread_keeps_its_whole_time_limit(start_worker):
+    """The time limits count from the task's start, not its delivery, as prefork's do.
+
+    One thread, three tasks of 0.6 soft limits each: the third waits 1.2 soft limits for the thread. Counted from
+    delivery, the second and third were stopped at their soft limit (in CI: idempotent e-mails retried after a
+    countdown that outlived their test).
+    """
+    start_worker("emails", "--concurrency", "1")
+    keys = [f"queued-{number}" for number in range(3)]
+    results = [overrun.delay(key, EMAILS.soft_time_limit * 0.6) for key in keys]
+    assert [result.get(timeout=30) for result in results] == ["finished"] * 3
+    assert [count(f"soft:{key}") for key in keys] == [0, 0, 0]

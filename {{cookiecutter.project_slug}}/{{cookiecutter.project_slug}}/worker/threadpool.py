@@ -20,8 +20,9 @@ pooled connection out of step with its stream; kombu then closes a connection th
 for the broker's reply, reading a frame length from the middle of a frame: for good, in C, where no further
 interrupt lands, and the interpreter's exit joins task threads. Seen as a cold shutdown that never exited.
 
-It also enforces the time limits, which Celery's threads pool ignores: one watchdog thread raises
-:class:`~celery.exceptions.SoftTimeLimitExceeded` inside the task's thread at the soft limit, and at the
+It also enforces the time limits, which Celery's threads pool ignores, counted from the task's start as
+billiard counts them (a task waiting in the executor's queue for a thread does not spend them): one watchdog
+thread raises :class:`~celery.exceptions.SoftTimeLimitExceeded` inside the task's thread at the soft limit, and at the
 hard limit reports the task as timed out (as a prefork pool does when it kills the child) and raises
 ``WorkerTerminate`` inside the thread so the task stops without reporting again. A thread cannot be
 killed: the exception lands at the task's next Python instruction, so a call blocked in C (a socket read
@@ -40,6 +41,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from functools import partial
 from typing import Any
 
 from celery.concurrency.base import BasePool, apply_target
@@ -72,6 +74,8 @@ class _Job:
 
     def __init__(self, target: Callable[..., Any]) -> None:
         self.target = target
+        #: Called in the task's thread as the task starts: its time limits count from here, as prefork's do.
+        self.on_start: Callable[[], None] | None = None
         self.lock = threading.Lock()
         self.thread_id: int | None = None
         #: How deep the task is in sections that an interrupt must not land in (:func:`interrupts_held`).
@@ -84,6 +88,9 @@ class _Job:
             self.thread_id = threading.get_ident()
         _current.job = self
         try:
+            if self.on_start is not None:
+                with interrupts_held():  # a stop landing while the watchdog's lock is held would stop the watchdog
+                    self.on_start()
             return self.target(*args, **kwargs)
         finally:
             _current.job = None
@@ -157,7 +164,8 @@ class _Watchdog:
         with self._wakeup:
             heapq.heappush(self._due, (time.monotonic() + delay, next(self._order), action))
             if self._thread is None:
-                # Started from on_apply while the shutdown signals are blocked: it inherits the mask.
+                # Started from a task's thread, which submit() started with the shutdown signals blocked (see
+                # on_apply): it inherits the mask, so the main thread alone receives these signals.
                 self._thread = threading.Thread(target=self._run, name="time-limits", daemon=True)
                 self._thread.start()
             self._wakeup.notify()
@@ -209,7 +217,13 @@ class TaskPool(ThreadTaskPool):
         **_: Any,
     ) -> Any:
         """Hand the task to a thread; return its :class:`_Result` (the stubs' ``BasePool.on_apply`` returns None)."""
+        # The task's own limits, else the worker's (-soft-time-limit/--time-limit, set from the pool). They are
+        # armed when a thread starts the task: a task waiting in the executor's queue behind busy threads (up to
+        # the prefetch) must not spend its time limits there, as billiard counts from the job's acceptance too.
         job = _Job(target)
+        job.on_start = partial(
+            self._enforce, job, soft_timeout or self.soft_timeout, timeout or self.timeout, timeout_callback
+        )
         # Delivered when the mask is restored, after submit() released its lock (see the module docstring).
         # A thread submit() starts inherits the mask, so the main thread alone receives these signals.
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, SHUTDOWN_SIGNALS)
@@ -219,8 +233,6 @@ class TaskPool(ThreadTaskPool):
                 # it, and the closing connection puts it back in the queue.
                 return _Result(Future(), job)
             future = self.executor.submit(apply_target, job, args, kwargs, callback, accept_callback)
-            # The task's own limits, else the worker's (-soft-time-limit/--time-limit, set from the pool).
-            self._enforce(job, soft_timeout or self.soft_timeout, timeout or self.timeout, timeout_callback)
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         result = _Result(future, job)
