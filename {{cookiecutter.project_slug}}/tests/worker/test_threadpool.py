@@ -109,8 +109,8 @@ def test_a_threads_task_waiting_for_a_thread_keeps_its_whole_time_limit(start_wo
     """The time limits count from the task's start, not its delivery, as prefork's do.
 
     One thread, three tasks of 0.6 soft limits each: the third waits 1.2 soft limits for the thread. Counted from
-    delivery, the second and third were stopped at their soft limit (in CI: idempotent e-mails retried after a
-    countdown that outlived their test).
+    delivery, the second was stopped at its soft limit and the third at its hard limit (in CI: idempotent e-mails
+    retried after a countdown that outlived their test).
     """
     start_worker("emails", "--concurrency", "1")
     keys = [f"queued-{number}" for number in range(3)]
