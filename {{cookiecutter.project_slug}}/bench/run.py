@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", action="append", choices=SCENARIOS, help="run only this scenario (repeatable)")
     parser.add_argument("--count", type=int, default=1500, help="no-op tasks per throughput measurement")
-    parser.add_argument("--peers-count", type=int, default=750, help="no-op tasks per system in the peers scenario")
+    parser.add_argument("--peers-count", type=int, default=5000, help="no-op tasks per system in the peers scenario")
     parser.add_argument("--roundtrip-count", type=int, default=500, help="calls per kind whose statements are counted")
     parser.add_argument("--latency-count", type=int, default=1000, help="enqueues per kind for latency")
     parser.add_argument("--payload-tasks", type=int, default=20)
