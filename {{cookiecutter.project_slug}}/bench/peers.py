@@ -21,7 +21,8 @@ from celery.utils.nodenames import host_format
 
 from support.servers import PROJECT_DIR, Process, wait_until
 
-from .harness import Stack, summary
+from . import peer_prefill
+from .harness import Stack, empty_tables, summary
 from .throughput import _consume, _prefill_idempotent, _prefill_plain, _reset
 
 PEER_SETTINGS = "bench.peer_settings"
@@ -52,10 +53,9 @@ COMMON = (
     "one PostgreSQL database for all (the harness's server: fsync=off, full_page_writes=off); "
     "each no-op task increments one Redis counter; rate from the first completion seen to the last"
 )
-#: The rows each peer leaves: deleted before each measurement, as throughput deletes the status rows.
-#: (django_tasks_db's app label is django_tasks_database; this process has not the app installed to ask.)
-PEER_TABLES = {DB: "django_tasks_database_dbtaskresult", PROCRASTINATE: "procrastinate_jobs"}
 PREFILL_SYSTEMS = {DB: "db", PROCRASTINATE: "procrastinate"}
+#: The rows each peer leaves: emptied before each measurement, as throughput empties the status table.
+PEER_TABLES = {system: peer_prefill.TABLES[name] for system, name in PREFILL_SYSTEMS.items()}
 
 
 def _rate(stack: Stack, count: int, start: Callable[[], None], procs: list[Process]) -> float:
@@ -86,12 +86,8 @@ def _rate(stack: Stack, count: int, start: Callable[[], None], procs: list[Proce
 
 
 def _clear_peers() -> None:
-    """Delete the peers' task rows (no peer task is queued or running by now)."""
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        for table in PEER_TABLES.values():
-            cursor.execute(f"DELETE FROM {table}")  # noqa: S608 - the names are the constants above
+    """Empty the peers' task tables (no peer task is queued or running by now)."""
+    empty_tables(*PEER_TABLES.values())
 
 
 class _Prefill:

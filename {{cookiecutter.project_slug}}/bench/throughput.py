@@ -13,7 +13,7 @@ from celery.utils.nodenames import host_format
 
 from support.servers import Process
 
-from .harness import Stack, percentile, summary
+from .harness import Stack, analyze, empty_tables, percentile, summary
 
 PLAIN_DEFAULTS = "plain @shared_task, Celery defaults"
 PLAIN_PROJECT = "plain @shared_task, project delivery settings"
@@ -64,7 +64,7 @@ def _reset(stack: Stack) -> None:
     client.delete(DONE_KEY)
     if client.llen("default"):
         raise RuntimeError(f"{client.llen('default')} messages left in the default queue")
-    TaskRecord.objects.all().delete()
+    empty_tables(TaskRecord._meta.db_table)
 
 
 def _flush(stack: Stack) -> None:
@@ -101,10 +101,16 @@ def _prefill_plain(first: int, count: int) -> None:
 
 def _prefill_idempotent(first: int, count: int) -> None:
     """Queue ``count`` idempotent calls: rows written in batches, messages published on commit."""
+    from django.db import connection
+
+    from {{ cookiecutter.project_slug }}.idempotency.models import TaskRecord
+
     from .tasks import noop_idempotent
 
     with _without_sent_events():
         noop_idempotent.enqueue_many(((i,), {}) for i in range(first, first + count))
+    with connection.cursor() as cursor:
+        analyze(cursor, TaskRecord._meta.db_table)
 
 
 def throughput(stack: Stack, count: int, repeats: int) -> dict[str, Any]:
