@@ -56,12 +56,17 @@ function errorText(error) {
 }
 
 function startedCell(state) {
-  // Jobs of the same file are told apart by when they were started, shown in the reader's time zone.
+  // Jobs of the same file are told apart by when they were started, shown in the reader's time zone, and by the
+  // start of their id: two uploads within one second show the same time.
   const td = cell("", "started");
   const time = document.createElement("time");
   time.dateTime = state.created;
   time.textContent = new Date(state.created).toLocaleString(undefined, { dateStyle: "short", timeStyle: "medium" });
-  td.append(time);
+  const id = document.createElement("span");
+  id.className = "job-id";
+  id.title = state.id;
+  id.textContent = state.id.slice(0, 8);
+  td.append(time, " ", id);
   return td;
 }
 
