@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -50,8 +51,19 @@ def summary_of(path: Path) -> dict[str, int]:
         return {row["country"]: int(row["customers"]) for row in csv.DictReader(file)}
 
 
+@pytest.fixture
+def web(claimcheck_backend, worker_env, tmp_path) -> Iterator[str]:
+    """Start the web process on the workers' environment and storage; yield its base URL; stop it however the test ends.
+
+    Stopped at the end of the test body instead, it outlived a failed assertion, still connected to the test database.
+    """
+    proc, base = start_web({**worker_env, **claimcheck_backend.env}, tmp_path / "logs")
+    yield base
+    proc.stop()
+
+
 def test_sign_in_upload_watch_progress_and_download(
-    claimcheck_backend, start_worker, worker_env, django_user_model, tmp_path
+    claimcheck_backend, start_worker, worker_env, web, django_user_model, tmp_path
 ):
     sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
     executable = chromium()
@@ -61,7 +73,7 @@ def test_sign_in_upload_watch_progress_and_download(
     start_worker("reports", env=env)
     start_worker("emails", env=env)
     start_worker("images", env=env)
-    web, base = start_web(env, tmp_path / "logs")
+    base = web
     customers = customer_csv(100_000, seed=11)  # 20 progress reports, a few seconds: inside the 8 s test soft limit
     csv_path = tmp_path / "customers.csv"
     csv_path.write_bytes(customers.data)
@@ -188,20 +200,19 @@ def test_sign_in_upload_watch_progress_and_download(
         page.screenshot(path=str(screenshot), full_page=True)
         assert errors == []
         browser.close()
-    web.stop()
     assert screenshot.stat().st_size > 10_000
     # Kept for a person to look at: pytest prints it with -rP.
     print(f"screenshot: {screenshot}")
 
 
 def test_the_page_says_where_a_job_waits_or_runs_and_cancels_it(
-    claimcheck_backend, start_worker, worker_env, django_user_model, tmp_path
+    claimcheck_backend, start_worker, worker_env, web, django_user_model, tmp_path
 ):
     sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
     executable = chromium()
     django_user_model.objects.create_user("dana", "dana@example.com", PASSWORD)
     env = {**worker_env, **claimcheck_backend.env}
-    web, base = start_web(env, tmp_path / "logs")
+    base = web
     waiting_path = tmp_path / "waiting.csv"
     waiting_path.write_bytes(customer_csv(500, seed=13).data)
     long_path = tmp_path / "long.csv"
@@ -250,5 +261,4 @@ def test_the_page_says_where_a_job_waits_or_runs_and_cancels_it(
         page.screenshot(path=str(screenshot), full_page=True)
         assert errors == []
         browser.close()
-    web.stop()
     print(f"screenshots: {screenshot} and jobs-page-running.png beside it")
