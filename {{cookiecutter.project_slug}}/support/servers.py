@@ -5,7 +5,6 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import os
-import random
 import shutil
 import signal
 import socket
@@ -37,36 +36,9 @@ def unavailable(message: str) -> None:
     pytest.skip(message)
 
 
-#: Lowest port free_port() hands out. It picks below the kernel's ephemeral range, where outgoing connections take
-#: their local ports: a port picked there (the kernel's choice for port 0) can be taken by any client's connect()
-#: before the service binds it, as a RabbitMQ node's management listener found in CI (eaddrinuse, node down).
-LISTEN_PORTS_LOW = 10_000
-_handed_out: set[int] = set()
-
-
-def ephemeral_ports_low() -> int:
-    """Return the first port of the kernel's ephemeral range (Linux's default when it cannot be read)."""
-    try:
-        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768
-
-
 def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that is free right now, below the ephemeral range, not handed out before."""
-    high = ephemeral_ports_low() - 1
-    for _ in range(200 if high > LISTEN_PORTS_LOW else 0):
-        port = random.randint(LISTEN_PORTS_LOW, high)
-        if port in _handed_out:
-            continue
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        _handed_out.add(port)
-        return port
-    with socket.socket() as sock:  # no such range on this machine: the kernel's choice
+    """Return a TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
