@@ -72,7 +72,7 @@ def _flush(stack: Stack) -> None:
     from {{ cookiecutter.project_slug }}.idempotency.models import TaskRecord
 
     redis.Redis.from_url(stack.redis_url).flushdb()
-    TaskRecord.objects.all().delete()
+    empty_tables(TaskRecord._meta.db_table)
 
 
 @contextlib.contextmanager
