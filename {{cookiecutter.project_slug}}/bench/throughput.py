@@ -18,6 +18,7 @@ from .harness import Stack, analyze, empty_tables, percentile, summary
 PLAIN_DEFAULTS = "plain @shared_task, Celery defaults"
 PLAIN_PROJECT = "plain @shared_task, project delivery settings"
 IDEMPOTENT = "IdempotentTask (status row), project delivery settings"
+FLOOR = "plain @shared_task + the claim and success statements by hand (the floor), project delivery settings"
 #: Tasks of each kind drained untimed before the repetitions.
 WARMUP_TASKS = 500
 
@@ -88,15 +89,16 @@ def _without_sent_events() -> Iterator[None]:
         current_app.conf.task_send_sent_event = before
 
 
-def _prefill_plain(first: int, count: int) -> None:
-    """Queue ``count`` plain calls over one broker connection before any worker runs."""
+def _prefill_plain(first: int, count: int, task: Any = None) -> None:
+    """Queue ``count`` plain calls (of ``noop_plain``, or ``task``) over one broker connection."""
     from celery import current_app
 
     from .tasks import noop_plain
 
+    task = task or noop_plain
     with _without_sent_events(), current_app.producer_or_acquire() as producer:
         for i in range(first, first + count):
-            noop_plain.apply_async((i,), producer=producer)
+            task.apply_async((i,), producer=producer)
 
 
 def _prefill_idempotent(first: int, count: int) -> None:
@@ -111,6 +113,24 @@ def _prefill_idempotent(first: int, count: int) -> None:
         noop_idempotent.enqueue_many(((i,), {}) for i in range(first, first + count))
     with connection.cursor() as cursor:
         analyze(cursor, TaskRecord._meta.db_table)
+
+
+def _prefill_floor(first: int, count: int) -> None:
+    """Queue ``count`` floor calls: their pending rows written in batches, then the plain messages."""
+    from django.db import connection
+
+    from {{ cookiecutter.project_slug }}.idempotency.models import TaskRecord
+
+    from .tasks import floor_key, noop_floor
+
+    rows = [
+        TaskRecord(key=floor_key(i), task_name=noop_floor.name, queue="default", payload_hash="", args=[i])
+        for i in range(first, first + count)
+    ]
+    TaskRecord.objects.bulk_create(rows, batch_size=500)
+    with connection.cursor() as cursor:
+        analyze(cursor, TaskRecord._meta.db_table)
+    _prefill_plain(first, count, task=noop_floor)
 
 
 def throughput(stack: Stack, count: int, repeats: int) -> dict[str, Any]:
@@ -131,6 +151,7 @@ def throughput(stack: Stack, count: int, repeats: int) -> dict[str, Any]:
         PLAIN_DEFAULTS: (_prefill_plain, "defaults"),
         PLAIN_PROJECT: (_prefill_plain, "project"),
         IDEMPOTENT: (_prefill_idempotent, "project"),
+        FLOOR: (_prefill_floor, "project"),
     }
     rates: dict[str, list[float]] = {kind: [] for kind in kinds}
     try:
@@ -156,6 +177,11 @@ def throughput(stack: Stack, count: int, repeats: int) -> dict[str, Any]:
     # Each repetition runs the kinds back to back, so their ratio within it cancels the machine's drift.
     paired = [idempotent / plain for idempotent, plain in zip(rates[IDEMPOTENT], rates[PLAIN_PROJECT], strict=True)]
     result["idempotent / plain, same settings, per repetition"] = summary(paired)
+    # What two statements per task cost by themselves, and how far the protocol's own code is above that.
+    floor = [f / plain for f, plain in zip(rates[FLOOR], rates[PLAIN_PROJECT], strict=True)]
+    result["floor / plain, per repetition"] = summary(floor)
+    above = [idempotent / f for idempotent, f in zip(rates[IDEMPOTENT], rates[FLOOR], strict=True)]
+    result["idempotent / floor, per repetition"] = summary(above)
     return result
 
 

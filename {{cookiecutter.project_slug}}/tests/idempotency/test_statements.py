@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
+from datetime import datetime
+
 import pytest
 from django.db import ProgrammingError, connection, transaction
+from django.db.models import Field
+from django.db.transaction import TransactionManagementError
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from {{ cookiecutter.project_slug }}.idempotency import claims, statements
 from {{ cookiecutter.project_slug }}.idempotency.claims import Outcome
@@ -70,3 +76,69 @@ def test_a_prepared_statement_runs_in_the_callers_transaction_and_fails_as_djang
     # Django's exception classes, not psycopg's: the base task's handlers catch those.
     with pytest.raises(ProgrammingError, match="no_such_column"), statements.cursor(connection) as cursor:
         cursor.execute("UPDATE idempotency_taskrecord SET no_such_column = %s", [1])
+
+
+def test_unobserved_statements_share_one_driver_cursor_per_connection_and_refuse_a_broken_transaction(db):
+    with statements.cursor(connection) as first:
+        first.execute("SELECT 1")
+    with statements.cursor(connection) as second:
+        second.execute("SELECT 2")
+        assert second.fetchone() == (2,)
+    assert first is second  # kept for the connection: a task's two statements make no new cursor
+    assert isinstance(first, statements._PreparingCursor)
+
+    # As Django's own cursor: once an error marked the atomic block for rollback (the status-row writes run under
+    # mark_for_rollback_on_error), nothing more runs in it.
+    with transaction.atomic():
+        with (
+            pytest.raises(ProgrammingError),
+            transaction.mark_for_rollback_on_error(),
+            statements.cursor(connection) as cursor,
+        ):
+            cursor.execute("SELECT no_such_column FROM idempotency_taskrecord")
+        with pytest.raises(TransactionManagementError), statements.cursor(connection) as cursor:
+            cursor.execute("SELECT 1")
+        transaction.set_rollback(True)
+
+
+def test_a_new_driver_connection_gets_a_cursor_of_its_own(transactional_db):
+    with statements.cursor(connection) as first:
+        first.execute("SELECT 1")
+    # The kept cursor belongs to the driver connection that closed; the next statement reconnects.
+    connection.close()
+    tasks.make_effect.using(key="reconnected").enqueue("reconnected")
+    assert claims.claim(**claim_args("reconnected", "w:1:a")).outcome is Outcome.CLAIMED
+    with statements.cursor(connection) as third:
+        assert third is not first
+        assert third.connection is connection.connection
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("status", Status.RUNNING),
+        ("owner", "node@host:12:abc"),
+        ("attempts", 3),
+        ("progress", 0.5),
+        ("progress", None),
+        ("lease_expires_at", timezone.now()),
+        ("result", None),
+        ("result", {"n": 1, "when": "2026-12-03"}),
+        ("error_message", ""),
+        ("error_traceback", "Traceback ..."),
+        ("finished_at", None),
+        ("id", "6f1c1d1e-8a57-4a43-9a7e-2a1f6d1b2c3d"),
+        ("started_at", datetime(2026, 12, 3, 12, 0)),
+    ],
+)
+def test_values_passed_as_they_are_equal_what_the_field_would_prepare(db, name, value):
+    field = TaskRecord._meta.get_field(name)
+    assert isinstance(field, Field)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a naive datetime: the field warns, then makes it aware
+        for save in (True, False):
+            ours = claims._prepared(field, value, connection, True, save=save)
+            django = field.get_db_prep_save(value, connection) if save else field.get_db_prep_value(value, connection)
+            # psycopg's JSON wrapper has no equality: compare what it wraps.
+            assert getattr(ours, "obj", ours) == getattr(django, "obj", django)
+            assert type(ours) is type(django)

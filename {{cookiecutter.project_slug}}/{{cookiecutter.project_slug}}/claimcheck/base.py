@@ -105,6 +105,8 @@ def resolve_arguments(args: Any, kwargs: Any) -> tuple[tuple[Any, ...], dict[str
 def offload_result(value: Any, *, limit: int | None = None) -> Any:
     """Return ``value``, or a reference envelope to a stored copy when its serialized size is over the limit."""
     limit = settings.CLAIMCHECK_RESULT_LIMIT if limit is None else limit
+    if value is None and limit >= len("null"):
+        return None  # most tasks return nothing: no serializing to learn that "null" fits
     size, payload = serialized_size(value)
     if size <= limit:
         return value

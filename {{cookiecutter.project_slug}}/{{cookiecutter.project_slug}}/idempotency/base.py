@@ -121,9 +121,10 @@ class IdempotentTask(ClaimCheckTask):
         """Return how long a claim lasts without progress reports: the pool's hard time limit plus a margin."""
         return self.get_pool().lease_seconds
 
-    def runs_atomically(self) -> bool:
+    def runs_atomically(self, pool: pools.Pool | None = None) -> bool:
         """Return whether the body and the success write share one transaction (see :attr:`atomic_effects`)."""
-        wanted = self.atomic_effects if self.atomic_effects is not None else self.get_pool().runs_atomic_effects
+        pool = pool or self.get_pool()
+        wanted = self.atomic_effects if self.atomic_effects is not None else pool.runs_atomic_effects
         return wanted and connections[router.db_for_write(TaskRecord)].vendor != "sqlite"
 
     @property
@@ -223,12 +224,13 @@ class IdempotentTask(ClaimCheckTask):
         owner = f"{request.hostname or 'worker'}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
         task_id = request.id
         assert task_id is not None  # a call that crossed a broker carries its task id
+        pool = self.get_pool()
         max_attempts = self.get_max_attempts()
         claim_call = partial(
             claims.claim,
             key=key,
             task_name=self.name,
-            queue=self.get_pool().queue,
+            queue=pool.queue,
             payload_hash=digest,
             args=args,
             kwargs=kwargs,
@@ -261,7 +263,7 @@ class IdempotentTask(ClaimCheckTask):
         if claim.outcome is not Outcome.CLAIMED:
             return self._not_claimed(claim, key, digest, max_attempts, task_id)
         set_request_claim(request, (key, owner))
-        atomic = self.runs_atomically()
+        atomic = self.runs_atomically(pool)
         try:
             if atomic:
                 return self._run_atomically(key, owner, args, kwargs)
@@ -419,6 +421,8 @@ def lost_attempt(text: str) -> dict[str, str]:
 
 def storable_result(task_name: str, value: Any) -> Any:
     """Return ``value`` as the status row stores it, or raise ``ResultNotSerializableError`` naming the problem."""
+    if value is None:
+        return None  # the common case, already its own normal form
     try:
         return normalised(value)
     except (TypeError, ValueError) as exc:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
 import psycopg
 from django.conf import settings
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.backends.utils import CursorWrapper
 
 __all__ = ["cursor"]
 
@@ -31,12 +31,17 @@ class _PreparingCursor(psycopg.Cursor[Any]):
         return super().execute(query, params, prepare=True if prepare is None else prepare, binary=binary)
 
 
+#: Each driver connection's preparing cursor, kept for the connection's life: a task's statements reuse it.
+_cursors: weakref.WeakKeyDictionary[psycopg.Connection[Any], _PreparingCursor] = weakref.WeakKeyDictionary()
+
+
 @contextlib.contextmanager
-def cursor(connection: BaseDatabaseWrapper) -> Iterator[CursorWrapper]:
+def cursor(connection: BaseDatabaseWrapper) -> Iterator[Any]:
     """Yield a cursor of ``connection`` for one of the hot statements: prepared on PostgreSQL, else Django's own.
 
-    The cursor is wrapped as Django wraps its own (database errors, ``connection.queries``, execute wrappers),
-    and runs in the connection's transaction. ``IDEMPOTENCY_PREPARED_STATEMENTS = False`` turns preparing off
+    The cursor fails as Django's do (Django's database exceptions, a broken transaction refused), runs in the
+    connection's transaction, and is wrapped as Django wraps its own (``connection.queries``, execute wrappers)
+    whenever something is listening. ``IDEMPOTENCY_PREPARED_STATEMENTS = False`` turns preparing off
     (a pooler that cannot keep prepared statements: PgBouncer before 1.21 in transaction mode, or without
     ``max_prepared_statements``).
     """
@@ -54,8 +59,17 @@ def cursor(connection: BaseDatabaseWrapper) -> Iterator[CursorWrapper]:
             # Django opens connections with psycopg's preparing off, which ignores prepare=True too. Its own
             # cursors bind on the client and never prepare: a threshold changes nothing for them.
             raw_connection.prepare_threshold = _ONLY_WHEN_ASKED
-        # django-stubs types the argument as Django's wrapper; Django passes the driver's cursor, as here.
-        raw: Any = _PreparingCursor(raw_connection)
-        wrapped = connection.make_debug_cursor(raw) if connection.queries_logged else connection.make_cursor(raw)
+        if connection.queries_logged or connection.execute_wrappers:
+            # django-stubs types the argument as Django's wrapper; Django passes the driver's cursor, as here.
+            raw: Any = _PreparingCursor(raw_connection)
+            wrapped = connection.make_debug_cursor(raw) if connection.queries_logged else connection.make_cursor(raw)
+        else:
+            # Nobody listens: Django's wrapper would only add its checks, made here, around the same execute.
+            kept = _cursors.get(raw_connection)
+            if kept is None or kept.closed:
+                kept = _cursors[raw_connection] = _PreparingCursor(raw_connection)
+            connection.validate_no_broken_transaction()
+            yield kept
+            return
     with wrapped:
         yield wrapped
