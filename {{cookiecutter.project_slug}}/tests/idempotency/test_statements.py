@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import warnings
+import weakref
 from datetime import datetime
 
 import pytest
@@ -111,6 +113,20 @@ def test_a_new_driver_connection_gets_a_cursor_of_its_own(transactional_db):
     with statements.cursor(connection) as third:
         assert third is not first
         assert third.connection is connection.connection
+
+
+def test_reconnecting_leaves_no_closed_driver_connection_behind(transactional_db):
+    with statements.cursor(connection) as cursor:
+        cursor.execute("SELECT 1")
+    closed = weakref.ref(connection.connection)
+    del cursor
+    connection.close()  # as close_old_connections does past CONN_MAX_AGE, or after a lost database
+    with statements.cursor(connection) as cursor:
+        cursor.execute("SELECT 1")
+    del cursor
+    gc.collect()
+    # A long-lived worker reconnects many times: a reference kept to each closed connection would add up.
+    assert closed() is None
 
 
 @pytest.mark.parametrize(

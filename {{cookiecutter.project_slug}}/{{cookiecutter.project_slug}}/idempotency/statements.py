@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -31,8 +30,9 @@ class _PreparingCursor(psycopg.Cursor[Any]):
         return super().execute(query, params, prepare=True if prepare is None else prepare, binary=binary)
 
 
-#: Each driver connection's preparing cursor, kept for the connection's life: a task's statements reuse it.
-_cursors: weakref.WeakKeyDictionary[psycopg.Connection[Any], _PreparingCursor] = weakref.WeakKeyDictionary()
+#: The attribute of a Django connection that keeps its preparing cursor, on its current driver connection: a
+#: task's statements reuse it. On the connection itself, so a reconnect replaces it and drops the closed one.
+_KEPT_CURSOR = "_idempotency_prepared_cursor"
 
 
 @contextlib.contextmanager
@@ -65,9 +65,11 @@ def cursor(connection: BaseDatabaseWrapper) -> Iterator[Any]:
             wrapped = connection.make_debug_cursor(raw) if connection.queries_logged else connection.make_cursor(raw)
         else:
             # Nobody listens: Django's wrapper would only add its checks, made here, around the same execute.
-            kept = _cursors.get(raw_connection)
-            if kept is None or kept.closed:
-                kept = _cursors[raw_connection] = _PreparingCursor(raw_connection)
+            kept: _PreparingCursor | None = getattr(connection, _KEPT_CURSOR, None)
+            if kept is None or kept.closed or kept.connection is not raw_connection:
+                # First statement, or Django reconnected: the old cursor (and its closed connection) goes.
+                kept = _PreparingCursor(raw_connection)
+                setattr(connection, _KEPT_CURSOR, kept)
             connection.validate_no_broken_transaction()
             yield kept
             return
